@@ -1,0 +1,1 @@
+"""SageMaker inference server for instance-segmentation models (detectron2 by default)."""
