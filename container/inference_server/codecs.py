@@ -1,0 +1,265 @@
+"""Decode request bodies into images and encode detections into the JSON response, as pure functions.
+
+Decoders are looked up by Content-Type in one dispatch table (as in sagemaker-inference-toolkit's
+decoder.py); every decoder yields an HWC uint8 RGB array, converted once at the end to the channel
+order the predictor asks for. Masks are encoded as detectron2's COCO evaluator does
+(`instances_to_coco_json`): Fortran-ordered uint8 through pycocotools, counts as a utf-8 string.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import io
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inference_server.backends.base import Detections
+from inference_server.errors import ImageTooLarge, InvalidInput, InvalidOption, NotAcceptable, UnsupportedMediaType
+
+JSON = "application/json"
+# Formats a raw or base64 image body may be in. TIFF, GIF and the rest are left out: they add
+# multi-frame and exotic decoders to the attack surface for no user we know of.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+INPUT_FORMATS = ("BGR", "RGB")
+
+
+def media_type(header: str | None) -> str:
+    """`image/jpeg; charset=binary` -> `image/jpeg`: parameters never change how a body decodes."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_image(body: bytes, content_type: str, *, input_format: str, max_pixels: int) -> np.ndarray:
+    """The request body as an HWC uint8 array in `input_format` ("BGR" or "RGB") channel order."""
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"predictor input_format {input_format!r} is not one of {INPUT_FORMATS}")
+    decoder = DECODERS.get(media_type(content_type))
+    if decoder is None:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type or '(none)'!r} is not supported; use one of: {', '.join(DECODERS)}"
+        )
+    rgb = decoder(body, max_pixels)
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if input_format == "BGR" else rgb
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
+        )
+
+
+def decode_encoded_image(body: bytes, max_pixels: int, formats: Sequence[str] = IMAGE_FORMATS) -> np.ndarray:
+    """JPEG/PNG/... bytes -> RGB array, upright (EXIF orientation applied), size checked before decoding."""
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below replaces PIL's warning threshold.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(body), formats=list(formats))
+    except UnidentifiedImageError:
+        raise InvalidInput(f"body is not a {' or '.join(formats)} image") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"image is too large to decode; the limit is {max_pixels} pixels") from None
+    _check_pixels(image.width, image.height, max_pixels)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidInput(f"{image.format} image data is corrupt or truncated: {error}") from None
+    return _rgb_array(image)
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """Any PIL mode as HWC uint8 RGB: gray is replicated, alpha is dropped as detectron2's read_image
+    does (so the served result matches detectron2 on the same file), 16-bit gray is scaled to 8 bits."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # PIL's own conversion clips 16-bit values at 255, turning most of the image white.
+        gray = (np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8)
+
+
+def decode_npy(body: bytes, max_pixels: int) -> np.ndarray:
+    """A .npy HWC uint8 array with 3 channels in RGB order; shape checked from the header first."""
+    buffer = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(buffer)
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidInput(f"body is not a .npy array: {error}") from None
+    if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
+        raise InvalidInput(f"a .npy image must be HWC uint8 with 3 (RGB) channels; got shape {shape} dtype {dtype}")
+    _check_pixels(shape[1], shape[0], max_pixels)
+    buffer.seek(0)
+    try:
+        # allow_pickle=False: a request body must never be able to run code.
+        array = np.load(buffer, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidInput(f"body is not a readable .npy array: {error}") from None
+    return np.ascontiguousarray(array)
+
+
+def decode_json(body: bytes, max_pixels: int) -> np.ndarray:
+    """{"image": "<base64 of a JPEG/PNG/WEBP/BMP file>"}."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInput(f"body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or set(document) != {"image"} or not isinstance(document["image"], str):
+        got = sorted(document) if isinstance(document, dict) else type(document).__name__
+        raise InvalidInput(f'a JSON body must be {{"image": "<base64-encoded image file>"}}; got {got}')
+    try:
+        encoded = base64.b64decode(document["image"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidInput(f'"image" is not valid base64: {error}') from None
+    return decode_encoded_image(encoded, max_pixels)
+
+
+DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
+    "image/jpeg": partial(decode_encoded_image, formats=("JPEG",)),
+    "image/png": partial(decode_encoded_image, formats=("PNG",)),
+    "application/x-image": decode_encoded_image,
+    "application/x-npy": decode_npy,
+    JSON: decode_json,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-request options (X-Amzn-SageMaker-Custom-Attributes: "score_threshold=0.7,max_detections=20")
+
+
+class MaskFormat(enum.StrEnum):
+    RLE = "rle"
+    POLYGON = "polygon"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    score_threshold: float = 0.0  # drop instances scoring below it (the model's own threshold still applies)
+    max_detections: int | None = None  # keep at most this many, highest scores first
+    mask_format: MaskFormat = MaskFormat.RLE
+
+
+def _parse_score_threshold(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(raw)
+    return value
+
+
+def _parse_max_detections(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+_OPTION_PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
+    "score_threshold": (_parse_score_threshold, "a number in 0..1"),
+    "max_detections": (_parse_max_detections, "an integer >= 1"),
+    "mask_format": (MaskFormat, " | ".join(MaskFormat)),
+}
+_ALLOWED_OPTIONS = ", ".join(f"{name} ({allowed})" for name, (_, allowed) in _OPTION_PARSERS.items())
+
+
+def parse_options(custom_attributes: str | None) -> RequestOptions:
+    """Comma-separated key=value pairs; any unknown key or bad value is a 400 naming what is allowed."""
+    values: dict[str, object] = {}
+    for item in (custom_attributes or "").split(","):
+        if not item.strip():
+            continue
+        key, separator, raw = (part.strip() for part in item.partition("="))
+        if key not in _OPTION_PARSERS or not separator:
+            raise InvalidOption(f"custom attribute {item.strip()!r} is not supported; allowed: {_ALLOWED_OPTIONS}")
+        if key in values:
+            raise InvalidOption(f"custom attribute {key!r} is given more than once")
+        parse, allowed = _OPTION_PARSERS[key]
+        try:
+            values[key] = parse(raw.lower())
+        except ValueError:
+            raise InvalidOption(f"custom attribute {key}={raw!r} is invalid; allowed: {allowed}") from None
+    return RequestOptions(**values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def negotiate(accept: str | None) -> str:
+    """The response media type for an Accept header: JSON, or 406 when the caller excludes it."""
+    if not accept or not accept.strip():
+        return JSON
+    for media_range in accept.split(","):
+        if media_type(media_range) in (JSON, "application/*", "*/*"):
+            return JSON
+    raise NotAcceptable(f"Accept {accept!r} cannot be met; responses are {JSON}")
+
+
+def selected_instances(detections: Detections, options: RequestOptions) -> np.ndarray:
+    """Indices of the instances to return: above the threshold, best first, at most max_detections."""
+    order = np.argsort(-detections.scores, kind="stable")
+    order = order[detections.scores[order] >= options.score_threshold]
+    return order[: options.max_detections]
+
+
+def encode_rle(masks: np.ndarray) -> list[dict]:
+    """(N, H, W) bool masks -> COCO compressed RLE dicts that pycocotools.mask.decode turns back exactly."""
+    if len(masks) == 0:
+        return []
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
+    return [{"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in rles]
+
+
+def encode_polygons(mask: np.ndarray) -> list[list[float]]:
+    """A mask's outer contours as COCO polygons [x1, y1, x2, y2, ...] in pixel-centre coordinates.
+
+    Lossy (holes dropped, as COCO polygons cannot express them); RLE is the exact form.
+    """
+    import cv2  # only polygon requests pay for OpenCV's import, not the server's start-up
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    # OpenCV gives integer pixel indices; +0.5 moves them to pixel centres like detectron2's GenericMask.
+    return [(contour.reshape(-1).astype(np.float64) + 0.5).tolist() for contour in contours if len(contour) >= 3]
+
+
+def detections_document(detections: Detections, class_names: Sequence[str], options: RequestOptions) -> dict:
+    """The response schema: image size and one object per instance (see README)."""
+    keep = selected_instances(detections, options)
+    instances = [
+        {
+            "class_id": int(class_id),
+            "class_name": class_names[class_id] if 0 <= class_id < len(class_names) else None,
+            "score": float(score),
+            "box": [float(value) for value in box],
+        }
+        for class_id, score, box in zip(detections.classes[keep], detections.scores[keep], detections.boxes[keep])
+    ]
+    if detections.masks is not None and options.mask_format is not MaskFormat.NONE:
+        masks = detections.masks[keep]
+        if options.mask_format is MaskFormat.RLE:
+            for instance, rle in zip(instances, encode_rle(masks)):
+                instance["mask"] = rle
+        else:
+            for instance, mask in zip(instances, masks):
+                instance["polygons"] = encode_polygons(mask)
+    return {"image": {"height": detections.image_height, "width": detections.image_width}, "instances": instances}
+
+
+def encode_json(document: dict) -> bytes:
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")

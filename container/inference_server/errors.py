@@ -1,0 +1,81 @@
+"""Typed serving errors and the one registry that maps them to HTTP statuses.
+
+Decoders, option parsing and the server raise these; `app.py` turns them into a JSON body
+``{"error": {"code", "message", "request_id"}}`` with the registered status. Anything else that
+escapes a request is an internal fault: 500, logged with its request id, no details to the caller
+(SageMaker passes the body on to the client as OriginalMessage, and clients retry 5xx).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ServingError(Exception):
+    """An error the caller can act on; its message names what was wrong."""
+
+
+class InvalidInput(ServingError):
+    """The body cannot be decoded into an image (corrupt, wrong shape, bad JSON or base64)."""
+
+
+class InvalidOption(ServingError):
+    """A per-request option in X-Amzn-SageMaker-Custom-Attributes is unknown or out of range."""
+
+
+class NotAcceptable(ServingError):
+    """The Accept header asks for a response format the server cannot produce."""
+
+
+class PayloadTooLarge(ServingError):
+    """The body exceeds the mode's request-size limit."""
+
+
+class ImageTooLarge(PayloadTooLarge):
+    """The image header declares more pixels than MAX_IMAGE_PIXELS (decompression-bomb guard)."""
+
+
+class UnsupportedMediaType(ServingError):
+    """The Content-Type has no decoder."""
+
+
+class ModelNotReady(ServingError):
+    """The model is still loading or warming up."""
+
+
+class RequestTimedOut(ServingError):
+    """The request waited or ran longer than REQUEST_TIMEOUT_S (queued behind other inferences)."""
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    code: str
+    # True when the error belongs to one record's content, so batch transform may answer it with a
+    # per-record error object instead of failing the whole input file.
+    record_error: bool = False
+
+
+ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
+    InvalidInput: ErrorKind(400, "invalid_input", record_error=True),
+    InvalidOption: ErrorKind(400, "invalid_option"),
+    NotAcceptable: ErrorKind(406, "not_acceptable"),
+    ImageTooLarge: ErrorKind(413, "image_too_large", record_error=True),
+    PayloadTooLarge: ErrorKind(413, "payload_too_large", record_error=True),
+    UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
+    ModelNotReady: ErrorKind(503, "model_not_ready"),
+    RequestTimedOut: ErrorKind(503, "request_timed_out"),
+}
+INTERNAL_ERROR = ErrorKind(500, "internal_error")
+
+
+def error_kind(error: BaseException) -> ErrorKind:
+    """The registered kind of the error's most specific class; INTERNAL_ERROR for anything else."""
+    for cls in type(error).__mro__:
+        if cls in ERROR_REGISTRY:
+            return ERROR_REGISTRY[cls]
+    return INTERNAL_ERROR
+
+
+def error_document(kind: ErrorKind, message: str, request_id: str) -> dict:
+    return {"error": {"code": kind.code, "message": message, "request_id": request_id}}

@@ -1,0 +1,130 @@
+"""The four handler functions of the SageMaker inference toolkit, and how an artifact overrides them.
+
+    model_fn(model_dir)                    -> model          (once, at start-up)
+    input_fn(body, content_type[, ctx])    -> data           decode: codecs.decode_image
+    predict_fn(data, model[, ctx])         -> prediction     predict: the one model copy
+    output_fn(prediction, accept[, ctx])   -> body | (body, content_type)   encode: codecs
+
+The artifact's optional code/inference.py may define any of them; each one it defines replaces
+the default, as in the toolkit. A user function receives the request context as an extra last
+argument only when its signature has room for it (toolkit semantics too).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from inference_server import codecs
+from inference_server.backends.base import Detections
+
+HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")
+
+
+@dataclass
+class RequestContext:
+    """What a request's handlers may need besides their data; built by the server per request."""
+
+    request_id: str
+    content_type: str
+    accept: str
+    custom_attributes: str  # raw X-Amzn-SageMaker-Custom-Attributes, for user handlers
+    max_image_pixels: int
+    input_format: str = "BGR"  # the model's channel order (detectron2's INPUT.FORMAT default)
+    class_names: tuple[str, ...] = ()
+    options: codecs.RequestOptions = field(default_factory=codecs.RequestOptions)
+
+
+def default_model_fn(model_dir: str) -> Any:
+    # Imported here, not at module level: the artifact code pulls in the ML stack, and the server
+    # must be listening (answering /ping with 503) within moments of the process starting.
+    from inference_server import artifact
+
+    return artifact.load_predictor(Path(model_dir))
+
+
+def default_input_fn(body: bytes, content_type: str, context: RequestContext) -> np.ndarray:
+    return codecs.decode_image(
+        body, content_type, input_format=context.input_format, max_pixels=context.max_image_pixels
+    )
+
+
+def default_predict_fn(data: np.ndarray, model: Any, context: RequestContext) -> Detections:
+    return model(data)
+
+
+def default_output_fn(prediction: Detections, accept: str, context: RequestContext) -> tuple[bytes, str]:
+    response_type = codecs.negotiate(accept)
+    document = codecs.detections_document(prediction, context.class_names, context.options)
+    return codecs.encode_json(document), response_type
+
+
+DEFAULTS: dict[str, Callable[..., Any]] = {
+    "model_fn": default_model_fn,
+    "input_fn": default_input_fn,
+    "predict_fn": default_predict_fn,
+    "output_fn": default_output_fn,
+}
+
+
+def _call_with_optional_context(function: Callable[..., Any], context: RequestContext, *args: Any) -> Any:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return function(*args)
+    accepts_more = any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(parameters) > len(args)
+    return function(*args, context) if accepts_more else function(*args)
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """The composed handler functions: defaults, with the user's overrides in their place."""
+
+    model_fn: Callable[..., Any]
+    input_fn: Callable[..., Any]
+    predict_fn: Callable[..., Any]
+    output_fn: Callable[..., Any]
+    overridden: frozenset[str] = frozenset()
+
+    @classmethod
+    def compose(cls, user_module: ModuleType | None) -> Handlers:
+        chosen = dict(DEFAULTS)
+        overridden = set()
+        for name in HANDLER_NAMES:
+            function = getattr(user_module, name, None) if user_module is not None else None
+            if callable(function):
+                chosen[name] = function
+                overridden.add(name)
+        return cls(**chosen, overridden=frozenset(overridden))
+
+    @property
+    def default_output(self) -> bool:
+        """True when responses are ours, so the Accept header and custom attributes can be checked
+        before the body is read (a user's output_fn may accept other formats and options)."""
+        return "output_fn" not in self.overridden
+
+    def load_model(self, model_dir: Path) -> Any:
+        return self.model_fn(str(model_dir))
+
+    def decode(self, body: bytes, context: RequestContext) -> Any:
+        return _call_with_optional_context(self.input_fn, context, body, context.content_type)
+
+    def predict(self, data: Any, model: Any, context: RequestContext) -> Any:
+        return _call_with_optional_context(self.predict_fn, context, data, model)
+
+    def encode(self, prediction: Any, context: RequestContext) -> tuple[bytes, str]:
+        result = _call_with_optional_context(self.output_fn, context, prediction, context.accept)
+        body, response_type = result if isinstance(result, tuple) else (result, _first_concrete(context.accept))
+        return (body.encode("utf-8") if isinstance(body, str) else bytes(body)), response_type
+
+
+def _first_concrete(accept: str) -> str:
+    """A user output_fn that returns only a body answers in the first media type the caller named."""
+    first = codecs.media_type(accept.split(",", 1)[0])
+    return first if first and "*" not in first else codecs.JSON

@@ -1,0 +1,179 @@
+"""Process settings: read once at start-up from the environment (and CLI flags), validated in one place.
+
+Every limit the server enforces derives from the inference mode, so the request-size limit, the
+timeouts and the batch parameters cannot disagree with each other or with the platform's own.
+An invalid value stops the process with one line naming the variable and its allowed values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+MIB = 1024 * 1024
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_MODEL_DIR = Path("/opt/ml/model")
+# 8192 x 8192: every common camera up to 64 MP. The model resizes to ~800 px anyway; the cost of a
+# large image is the decoded array and the full-size masks (one byte per pixel per instance).
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+# SageMaker's batch default for MaxPayloadInMB, and its hard maximum.
+DEFAULT_BATCH_PAYLOAD_MB = 6
+MAX_BATCH_PAYLOAD_MB = 100
+# The longest invocation SageMaker allows in async (InvocationTimeoutSeconds) and batch
+# (InvocationsTimeoutInSeconds) modes.
+MAX_TIMEOUT_S = 3600
+
+
+class InferenceMode(enum.StrEnum):
+    REALTIME = "realtime"
+    ASYNC = "async"
+    SERVERLESS = "serverless"
+    BATCH = "batch"
+
+
+class BatchRecordErrors(enum.StrEnum):
+    OBJECT = "object"  # answer a bad record with 200 and {"error": {...}} so its file still completes
+    FAIL = "fail"  # answer with the 4xx status: SageMaker then fails the whole transform job
+
+
+@dataclass(frozen=True)
+class ModeLimits:
+    max_request_bytes: int
+    request_timeout_s: int
+
+
+# The platform's own limits per mode. Real-time and serverless callers give up after 60 s, so a
+# request still queued by then is dropped instead of computed for nobody. Async and batch get the
+# longest invocation the platform allows so the container never cuts a request the platform allows.
+MODE_LIMITS: dict[InferenceMode, ModeLimits] = {
+    InferenceMode.REALTIME: ModeLimits(max_request_bytes=6 * MIB, request_timeout_s=60),
+    InferenceMode.SERVERLESS: ModeLimits(max_request_bytes=4 * MIB, request_timeout_s=60),
+    InferenceMode.ASYNC: ModeLimits(max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S),
+    # max_request_bytes comes from SAGEMAKER_MAX_PAYLOAD_IN_MB in batch mode.
+    InferenceMode.BATCH: ModeLimits(max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S),
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """One or more invalid settings; the message is one line naming each variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    mode: InferenceMode = InferenceMode.REALTIME
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    model_dir: Path = DEFAULT_MODEL_DIR
+    max_request_bytes: int = MODE_LIMITS[InferenceMode.REALTIME].max_request_bytes
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    request_timeout_s: int = MODE_LIMITS[InferenceMode.REALTIME].request_timeout_s
+    batch_payload_mb: int = DEFAULT_BATCH_PAYLOAD_MB
+    batch_record_errors: BatchRecordErrors = BatchRecordErrors.OBJECT
+    log_level: str = "info"
+
+    @property
+    def record_errors_as_objects(self) -> bool:
+        return self.mode is InferenceMode.BATCH and self.batch_record_errors is BatchRecordErrors.OBJECT
+
+    def execution_parameters(self) -> dict[str, int | str]:
+        """What GET /execution-parameters suggests to batch transform (the job's own values win).
+
+        One model copy serialises inference, so a second concurrent transform would only queue and
+        eat into its invocation timeout; an image is one record, never split or concatenated.
+        """
+        return {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": self.batch_payload_mb}
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        model_dir: Path | str | None = None,
+    ) -> Settings:
+        """Settings from environment variables; CLI flags (keyword arguments) take precedence."""
+        reader = _EnvReader(environ)
+        mode = reader.choice("INFERENCE_MODE", InferenceMode, InferenceMode.REALTIME)
+        # SageMaker sets SAGEMAKER_BATCH=true in every transform job, whatever the Model's own mode.
+        if reader.boolean("SAGEMAKER_BATCH", False):
+            mode = InferenceMode.BATCH
+        limits = MODE_LIMITS[mode]
+        batch_payload_mb = reader.integer(
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_BATCH_PAYLOAD_MB, minimum=1, maximum=MAX_BATCH_PAYLOAD_MB
+        )
+        max_request_bytes = batch_payload_mb * MIB if mode is InferenceMode.BATCH else limits.max_request_bytes
+        settings = cls(
+            mode=mode,
+            host=host if host is not None else DEFAULT_HOST,
+            port=port if port is not None else reader.integer("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 1, 65535),
+            model_dir=Path(model_dir if model_dir is not None else environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR),
+            max_request_bytes=max_request_bytes,
+            max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
+            request_timeout_s=reader.integer(
+                "REQUEST_TIMEOUT_S", limits.request_timeout_s, minimum=1, maximum=MAX_TIMEOUT_S
+            ),
+            batch_payload_mb=batch_payload_mb,
+            batch_record_errors=reader.choice("BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT),
+            log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+        )
+        if port is not None and not 1 <= port <= 65535:
+            reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")
+        if reader.errors:
+            raise SettingsError("; ".join(reader.errors))
+        return settings
+
+
+class _EnvReader:
+    """Parses environment variables, collecting every error so one message can name them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.errors: list[str] = []
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], allowed: str) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            self.errors.append(f"{name}={raw!r} is invalid; allowed: {allowed}")
+            return default
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if value < minimum or (maximum is not None and value > maximum):
+                raise ValueError(raw)
+            return value
+
+        allowed = f"an integer in {minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        return self._parse(name, default, parse, allowed)
+
+    def choice(self, name: str, choices: type[T] | tuple[T, ...], default: T) -> T:
+        options = tuple(choices)
+
+        def parse(raw: str) -> T:
+            for option in options:
+                if str(option) == raw.lower():
+                    return option
+            raise ValueError(raw)
+
+        return self._parse(name, default, parse, " | ".join(str(option) for option in options))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        words = {"true": True, "1": True, "false": False, "0": False}
+
+        def parse(raw: str) -> bool:
+            if raw.lower() not in words:
+                raise ValueError(raw)
+            return words[raw.lower()]
+
+        return self._parse(name, default, parse, "true | false")
