@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""CDK entry point: load the configuration, build the stacks, check them with cdk-nag."""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+# `constructs/` is a plain folder (no __init__.py) holding the `sagemaker_constructs` package: a
+# package named `constructs` here would shadow the constructs library (aws/aws-cdk#19301).
+CONSTRUCTS_DIR = str(REPO_ROOT / "constructs")
+if CONSTRUCTS_DIR not in sys.path:
+    sys.path.insert(0, CONSTRUCTS_DIR)
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+from sagemaker_constructs.settings import ConfigError, load_config  # noqa: E402
+from stacks import InferenceStacks, build_stacks  # noqa: E402
+
+CONFIG_DIR = REPO_ROOT / "config"
+CONTAINER_DIR = REPO_ROOT / "container"
+
+
+def build_app(app: cdk.App) -> InferenceStacks:
+    """Context: `env` selects config/<env>.json, `model_data` overrides model.data."""
+    config = load_config(
+        env=app.node.try_get_context("env"),
+        model_data=app.node.try_get_context("model_data"),
+        config_dir=CONFIG_DIR,
+        base_dir=REPO_ROOT,
+    )
+    stacks = build_stacks(app, config, container_dir=CONTAINER_DIR)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stacks
+
+
+def main() -> None:
+    app = cdk.App()
+    try:
+        build_app(app)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Reusable constructs for serving a Detectron2 model on SageMaker (one construct per concern).
+
+Lives in the plain folder `constructs/` (no __init__.py there) so it never shadows the `constructs`
+library; app.py and pytest put that folder on sys.path.
+"""
+
+from .async_endpoint import AsyncEndpoint
+from .batch import BatchTransformResources
+from .execution_role import SageMakerExecutionRole
+from .images import InferenceImages
+from .model_data import ModelData
+from .packaged_model import PackagedModel
+from .realtime import RealtimeEndpoint
+from .registry import ModelRegistry
+from .serverless import ServerlessEndpoint
+from .storage import ArtifactStore
+
+__all__ = [
+    "ArtifactStore",
+    "AsyncEndpoint",
+    "BatchTransformResources",
+    "InferenceImages",
+    "ModelData",
+    "ModelRegistry",
+    "PackagedModel",
+    "RealtimeEndpoint",
+    "SageMakerExecutionRole",
+    "ServerlessEndpoint",
+]

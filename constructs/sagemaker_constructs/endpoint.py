@@ -1,0 +1,61 @@
+"""What every SageMaker endpoint construct shares: one variant, config + endpoint, invoke grant."""
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from .packaged_model import PackagedModel
+
+# Stable across updates so scaling targets and metrics keep pointing at the same variant.
+VARIANT_NAME = "AllTraffic"
+
+
+def instance_variant(
+    model: PackagedModel, *, instance_type: str, initial_instance_count: int
+) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+    return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+        variant_name=VARIANT_NAME,
+        model_name=model.model_name,
+        instance_type=instance_type,
+        initial_instance_count=initial_instance_count,
+        initial_variant_weight=1,
+    )
+
+
+class InferenceEndpoint(Construct):
+    """Base: subclasses build their variant, then call `_create_endpoint`.
+
+    Neither the endpoint config nor the endpoint gets a physical name: configs are immutable, so
+    every change replaces the config, which CloudFormation can only do under a generated name.
+    No volume KmsKeyId: the GPU instances' NVMe instance storage rejects it (AWS encrypts it).
+    """
+
+    variant_name = VARIANT_NAME
+
+    def _create_endpoint(
+        self,
+        variant: sagemaker.CfnEndpointConfig.ProductionVariantProperty,
+        *,
+        autoscaled: bool,
+        async_inference_config: sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None = None,
+    ) -> None:
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "Config",
+            production_variants=[variant],
+            async_inference_config=async_inference_config,
+        )
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            # An update would otherwise reset an autoscaled instance count to the initial count.
+            retain_all_variant_properties=True if autoscaled else None,
+        )
+        self.endpoint_name = self.endpoint.attr_endpoint_name
+        self.endpoint_arn = self.endpoint.ref
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
+        )

@@ -1,0 +1,37 @@
+"""cdk-nag acknowledgements, each with its reason, attached to the construct it concerns."""
+
+import json
+from typing import Any
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from constructs import IConstruct
+
+
+def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
+    """Suppress one AwsSolutions finding (e.g. `AwsSolutions-IAM5[Resource::*]`) on `scope`."""
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def acknowledge_wildcard_resources(scope: IConstruct, resources: list[str], reason: str) -> None:
+    """Acknowledge IAM5 for prefix wildcards such as `<bucket ARN>/async/input/*`.
+
+    cdk-nag names each finding after the resource as it renders it (Ref -> `<Name>`, GetAtt ->
+    `<Logical.Attr>`, Fn::Join concatenated); tokens must be local to `scope`'s stack.
+    """
+    stack = Stack.of(scope)
+    for resource in resources:
+        acknowledge(scope, f"AwsSolutions-IAM5[Resource::{_as_nag_renders(stack.resolve(resource))}]", reason)
+
+
+def _as_nag_renders(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return f"<{argument}>"
+        if function == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+        if function == "Fn::Join" and argument[0] == "":
+            return "".join(_as_nag_renders(part) for part in argument[1])
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,46 @@
+"""A SageMaker Model deployed from the registered model package version."""
+
+from typing import Literal
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from .registry import ModelRegistry
+
+InferenceMode = Literal["realtime", "async", "serverless", "batch"]
+
+
+class PackagedModel(Construct):
+    """AWS::SageMaker::Model from the package version, with the container told its inference mode.
+
+    `instance_type` picks the image: GPU families run the primary (GPU) specification, anything else
+    (CPU types, or None for serverless) the `cpu` specification. The container derives its request
+    size limits and timeouts from `INFERENCE_MODE`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        registry: ModelRegistry,
+        role: iam.IRole,
+        mode: InferenceMode,
+        instance_type: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.mode = mode
+        self.resource = sagemaker.CfnModel(
+            self,
+            "Resource",
+            execution_role_arn=role.role_arn,
+            # The container needs no network at run time; SageMaker itself fetches the model data.
+            enable_network_isolation=True,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                model_package_name=registry.package_arn_for(self),
+                inference_specification_name=registry.specification_for(instance_type),
+                environment={"INFERENCE_MODE": mode},
+            ),
+        )
+        self.model_name = self.resource.attr_model_name

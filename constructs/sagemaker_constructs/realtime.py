@@ -1,0 +1,40 @@
+"""Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
+
+from aws_cdk import Duration
+from constructs import Construct
+
+from .endpoint import InferenceEndpoint, instance_variant
+from .packaged_model import PackagedModel
+from .scaling import ScalableInstanceCount
+from .settings import RealtimeConfig
+
+
+class RealtimeEndpoint(InferenceEndpoint):
+    def __init__(self, scope: Construct, construct_id: str, *, model: PackagedModel, config: RealtimeConfig) -> None:
+        super().__init__(scope, construct_id)
+        self._create_endpoint(
+            instance_variant(
+                model, instance_type=config.instance_type, initial_instance_count=config.initial_instance_count
+            ),
+            autoscaled=config.scaling is not None,
+        )
+        self.scaling: ScalableInstanceCount | None = None
+        if config.scaling is not None:
+            self.scaling = self.auto_scale_instance_count(
+                min_capacity=config.scaling.min_capacity, max_capacity=config.scaling.max_capacity
+            )
+            self.scaling.scale_on_invocations(
+                invocations_per_instance=config.scaling.target_invocations_per_instance,
+                scale_in_cooldown=Duration.seconds(config.scaling.scale_in_cooldown_seconds),
+                scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
+            )
+
+    def auto_scale_instance_count(self, *, min_capacity: int, max_capacity: int) -> ScalableInstanceCount:
+        return ScalableInstanceCount(
+            self,
+            "InstanceCount",
+            endpoint_name=self.endpoint_name,
+            variant_name=self.variant_name,
+            min_capacity=min_capacity,
+            max_capacity=max_capacity,
+        )

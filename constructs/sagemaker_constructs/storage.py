@@ -1,0 +1,79 @@
+"""Encrypted storage every mode writes into: one KMS key, the artifacts bucket and its access-log bucket."""
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from .nag import acknowledge
+
+
+class ArtifactStore(Construct):
+    """KMS key (rotation on) + SSL-only, versioned, private artifacts bucket logging to its own bucket.
+
+    The bucket's layout is fixed here: async requests/results/failures and batch inputs/outputs live
+    under the prefixes below (the execution role gets exactly those). The key also encrypts the
+    async notification topics. Both buckets and the key are retained on stack deletion: they hold
+    user data.
+    """
+
+    ASYNC_INPUT_PREFIX = "async/input"
+    ASYNC_OUTPUT_PREFIX = "async/output"
+    ASYNC_FAILURE_PREFIX = "async/failure"
+    BATCH_INPUT_PREFIX = "batch/input"
+    BATCH_OUTPUT_PREFIX = "batch/output"
+    # What SageMaker reads (requests, transform inputs) and writes (results) with the execution role.
+    INFERENCE_INPUT_PREFIXES = (ASYNC_INPUT_PREFIX, BATCH_INPUT_PREFIX)
+    INFERENCE_OUTPUT_PREFIXES = (ASYNC_OUTPUT_PREFIX, ASYNC_FAILURE_PREFIX, BATCH_OUTPUT_PREFIX)
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Detectron2 SageMaker: artifacts bucket, async outputs and notifications",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # Server access logs cannot be delivered to a bucket encrypted with a customer managed key.
+        self.access_log_bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(30))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.access_log_bucket,
+            "AwsSolutions-S1",
+            "This is the access-log target bucket; logging it into itself would loop.",
+        )
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix="artifacts/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                    noncurrent_version_expiration=Duration.days(30),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def objects_under(self, prefix: str) -> str:
+        """ARN pattern of every object under `prefix`."""
+        return self.bucket.arn_for_objects(f"{prefix}/*")
+
+    def url_of(self, prefix: str) -> str:
+        return self.bucket.s3_url_for_object(prefix)

@@ -1,0 +1,88 @@
+"""One stack per inference mode; each depends on the shared stack only.
+
+`cdk deploy <prefix>-Realtime` therefore deploys the shared stack (if needed) and that mode alone.
+"""
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+from sagemaker_constructs import (
+    ArtifactStore,
+    AsyncEndpoint,
+    BatchTransformResources,
+    ModelRegistry,
+    PackagedModel,
+    RealtimeEndpoint,
+    ServerlessEndpoint,
+)
+from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
+
+
+class RealtimeStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, registry: ModelRegistry, role: iam.IRole, config: RealtimeConfig
+    ) -> None:
+        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
+        model = PackagedModel(
+            self, "Model", registry=registry, role=role, mode="realtime", instance_type=config.instance_type
+        )
+        self.endpoint = RealtimeEndpoint(self, "Realtime", model=model, config=config)
+        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+
+
+class AsyncStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        registry: ModelRegistry,
+        role: iam.IRole,
+        store: ArtifactStore,
+        config: AsyncConfig,
+    ) -> None:
+        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
+        model = PackagedModel(self, "Model", registry=registry, role=role, mode="async", instance_type=config.instance_type)
+        self.endpoint = AsyncEndpoint(self, "Async", model=model, config=config, store=store, role=role)
+        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
+        CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
+        CfnOutput(self, "FailureUri", value=self.endpoint.failure_uri)
+        CfnOutput(self, "SuccessTopicArn", value=self.endpoint.success_topic.topic_arn)
+        CfnOutput(self, "ErrorTopicArn", value=self.endpoint.error_topic.topic_arn)
+
+
+class ServerlessStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        registry: ModelRegistry,
+        role: iam.IRole,
+        config: ServerlessConfig,
+    ) -> None:
+        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)")
+        model = PackagedModel(self, "Model", registry=registry, role=role, mode="serverless", instance_type=None)
+        self.endpoint = ServerlessEndpoint(self, "Serverless", model=model, config=config)
+        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+
+
+class BatchStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        registry: ModelRegistry,
+        role: iam.IRole,
+        store: ArtifactStore,
+        config: BatchConfig,
+    ) -> None:
+        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: batch transform model and S3 prefixes")
+        model = PackagedModel(self, "Model", registry=registry, role=role, mode="batch", instance_type=config.instance_type)
+        self.transform = BatchTransformResources(self, "BatchTransform", model=model, config=config, store=store)
+        CfnOutput(self, "ModelName", value=model.model_name)
+        CfnOutput(self, "InstanceType", value=config.instance_type)
+        CfnOutput(self, "InputUri", value=self.transform.input_uri)
+        CfnOutput(self, "OutputUri", value=self.transform.output_uri)

@@ -1,0 +1,43 @@
+"""Everything the inference modes share: storage, images, model data, registry, execution role."""
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+from sagemaker_constructs import (
+    ArtifactStore,
+    InferenceImages,
+    ModelData,
+    ModelRegistry,
+    SageMakerExecutionRole,
+)
+from sagemaker_constructs.settings import AppConfig
+
+
+class SharedModelStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, container_dir: Path) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="Detectron2 on SageMaker: artifacts, inference images, model registry, execution role",
+        )
+        self.store = ArtifactStore(self, "Artifacts")
+        images = InferenceImages(self, "Images", directory=container_dir)
+        model_data = ModelData(self, "ModelData", location=config.model.data)
+        self.execution_role = SageMakerExecutionRole(
+            self, "ExecutionRole", store=self.store, images=images, model_data=model_data
+        ).role
+        self.images = images
+        self.registry = ModelRegistry(
+            self,
+            "Registry",
+            group_name=config.package_group_name,
+            description=config.model.description,
+            approval_status=config.model.approval_status,
+            images=images,
+            model_data=model_data,
+            package_arn_parameter_name=f"/{config.name}/model-package-arn",
+        )
+        CfnOutput(self, "ArtifactsBucketName", value=self.store.bucket.bucket_name)
+        CfnOutput(self, "ModelPackageGroupName", value=config.package_group_name)
+        CfnOutput(self, "ModelPackageArn", value=self.registry.package_arn)
