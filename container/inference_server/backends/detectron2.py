@@ -1,0 +1,132 @@
+"""detectron2 behind the Predictor interface, computing exactly what DefaultPredictor computes.
+
+It keeps DefaultPredictor's state (cloned cfg, build_model, eval(), checkpoint load, the test-time
+ResizeShortestEdge, INPUT.FORMAT) but differs where serving needs it: weights come only from the
+artifact (a URL in MODEL.WEIGHTS would download under network isolation), weights that leave model
+parameters unset are refused instead of logged, and the caller hands over the image already in
+INPUT.FORMAT order, so no channel flip happens here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from inference_server.artifact import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    ArtifactMetadata,
+    describe_mismatch,
+    first_line,
+    require_file,
+)
+from inference_server.backends.base import Detections
+
+
+class StrictCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that raises where the stock one logs a warning and serves random weights."""
+
+    def _load_model(self, checkpoint):  # the hook DetectionCheckpointer itself overrides
+        incompatible = super()._load_model(checkpoint)
+        if incompatible.missing_keys:  # mis-shaped weights are dropped, so they are missing too
+            raise ArtifactError(describe_mismatch(incompatible.missing_keys, incompatible.incorrect_shapes, self.path))
+        return incompatible
+
+    def load_weights(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ArtifactError(f"{path} does not exist")
+        try:
+            self.load(str(path))
+        except ArtifactError:
+            raise
+        except Exception as error:  # torch.load / pickle raise many types for corrupt files
+            raise ArtifactError(f"{path} is not a detectron2 checkpoint: {first_line(error)}") from None
+
+
+def read_config(path: Path) -> CfgNode:
+    """A detectron2 yacs config (LazyConfig .py files are not supported)."""
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(str(path))
+    except Exception as error:  # yacs raises KeyError/ValueError/AssertionError; YAML its own
+        raise ArtifactError(f"{path} is not a detectron2 config this detectron2 can load: {first_line(error)}") from None
+    if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+        raise ArtifactError(f"{path}: INPUT.FORMAT must be BGR or RGB, not {cfg.INPUT.FORMAT!r}")
+    return cfg
+
+
+def check_class_names(cfg: CfgNode, metadata: ArtifactMetadata, config_path: Path) -> None:
+    key = "RETINANET" if cfg.MODEL.META_ARCHITECTURE == "RetinaNet" else "ROI_HEADS"
+    num_classes = cfg.MODEL[key].NUM_CLASSES
+    if num_classes != metadata.num_classes:
+        raise ArtifactError(
+            f"{config_path} has MODEL.{key}.NUM_CLASSES {num_classes} but {metadata.num_classes} class "
+            f"names were given ({', '.join(metadata.class_names)})"
+        )
+
+
+def to_detections(instances: Instances) -> Detections:
+    """CPU arrays in original-image pixels, as detectron2's instances_to_coco_json reads them."""
+    instances = instances.to("cpu")
+    height, width = instances.image_size
+    return Detections(
+        image_height=height,
+        image_width=width,
+        boxes=instances.pred_boxes.tensor.numpy(),
+        scores=instances.scores.numpy(),
+        classes=instances.pred_classes.numpy().astype(np.int64, copy=False),
+        masks=instances.pred_masks.numpy().astype(bool, copy=False) if instances.has("pred_masks") else None,
+    )
+
+
+class Detectron2Predictor:
+    def __init__(self, cfg: CfgNode, class_names: tuple[str, ...]) -> None:
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        StrictCheckpointer(self.model).load_weights(Path(self.cfg.MODEL.WEIGHTS))
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        self.class_names = class_names
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        height, width = image.shape[:2]
+        with torch.inference_mode():
+            resized = self.aug.get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.cfg.MODEL.DEVICE)
+            outputs = self.model([{"image": tensor, "height": height, "width": width}])[0]
+        return to_detections(outputs["instances"])
+
+
+def load(model_dir: Path, metadata: ArtifactMetadata) -> Detectron2Predictor:
+    config_path = require_file(model_dir, CONFIG_FILE)
+    cfg = read_config(config_path)
+    check_class_names(cfg, metadata, config_path)
+    cfg.MODEL.WEIGHTS = str(require_file(model_dir, WEIGHTS_FILE))
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.freeze()
+    return Detectron2Predictor(cfg, metadata.class_names)
+
+
+def export(metadata: ArtifactMetadata, weights: Path, config: Path | None, staging_dir: Path) -> None:
+    """Write config.yaml (flattened: no _BASE_) and the weights (model state dict only)."""
+    if config is None:
+        raise ArtifactError("a detectron2 artifact needs --config (the config.yaml written by training)")
+    cfg = read_config(config)
+    check_class_names(cfg, metadata, config)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    StrictCheckpointer(model).load_weights(weights)
+    torch.save({"model": model.state_dict()}, Path(staging_dir) / WEIGHTS_FILE)
+    # Informational only: load() always points MODEL.WEIGHTS at the bundled file.
+    cfg.MODEL.WEIGHTS = WEIGHTS_FILE
+    (Path(staging_dir) / CONFIG_FILE).write_text(cfg.dump())
