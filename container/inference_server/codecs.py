@@ -68,16 +68,15 @@ def decode_encoded_image(body: bytes, max_pixels: int, formats: Sequence[str] = 
             # Our own pixel limit below replaces PIL's warning threshold.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(body), formats=list(formats))
+        _check_pixels(image.width, image.height, max_pixels)
+        image.load()
+        image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
         raise InvalidInput(f"body is not a {' or '.join(formats)} image") from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"image is too large to decode; the limit is {max_pixels} pixels") from None
-    _check_pixels(image.width, image.height, max_pixels)
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InvalidInput(f"{image.format} image data is corrupt or truncated: {error}") from None
+        raise InvalidInput(f"image data is corrupt or truncated: {error}") from None
     return _rgb_array(image)
 
 

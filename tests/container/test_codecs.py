@@ -1,0 +1,271 @@
+"""Codecs as pure functions: every content type, orientation and colour mode, the limits, the options,
+and the RLE/polygon encoding round trip through pycocotools."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+from PIL import Image
+
+from inference_server import codecs
+from inference_server.backends.base import Detections
+from inference_server.codecs import MaskFormat, RequestOptions
+from inference_server.errors import ImageTooLarge, InvalidInput, InvalidOption, NotAcceptable, UnsupportedMediaType
+
+from .image_files import image_bytes, json_body, noise_image, npy_bytes
+
+LIMIT = 10_000_000
+
+
+def decode(body: bytes, content_type: str, input_format: str = "RGB", max_pixels: int = LIMIT) -> np.ndarray:
+    return codecs.decode_image(body, content_type, input_format=input_format, max_pixels=max_pixels)
+
+
+# --- decoding -------------------------------------------------------------------------------------
+
+
+def test_every_lossless_content_type_decodes_to_the_same_pixels():
+    rgb = noise_image()
+    png = image_bytes(rgb)
+    bodies = {
+        "image/png": png,
+        "application/x-image": png,
+        "application/x-npy": npy_bytes(rgb),
+        "application/json": json_body(png),
+    }
+    for content_type, body in bodies.items():
+        np.testing.assert_array_equal(decode(body, content_type), rgb, err_msg=content_type)
+
+
+def test_jpeg_decodes_like_pil_and_bgr_reverses_the_channels():
+    jpeg = image_bytes(noise_image(), "JPEG", quality=90)
+    rgb = decode(jpeg, "image/jpeg")
+    np.testing.assert_array_equal(rgb, np.array(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+    bgr = decode(jpeg, "image/jpeg", input_format="BGR")
+    np.testing.assert_array_equal(bgr, rgb[:, :, ::-1])
+    assert bgr.flags.c_contiguous and bgr.flags.writeable
+
+
+def test_content_type_parameters_and_case_are_ignored():
+    png = image_bytes(noise_image())
+    np.testing.assert_array_equal(decode(png, "Image/PNG; charset=binary"), decode(png, "image/png"))
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_orientation_is_applied(orientation):
+    upright = noise_image(40, 64)
+    decoded = decode(image_bytes(upright, orientation=orientation), "image/png")
+    np.testing.assert_array_equal(decoded, upright)
+
+
+def test_exif_orientation_is_applied_to_jpeg():
+    upright = np.zeros((40, 64, 3), np.uint8)
+    upright[:10] = 255  # a white band along the top edge
+    decoded = decode(image_bytes(upright, "JPEG", orientation=6, quality=95), "image/jpeg")
+    assert decoded.shape == upright.shape
+    assert decoded[:10].mean() > 240 and decoded[12:].mean() < 15
+
+
+def test_grayscale_becomes_three_equal_channels():
+    gray = noise_image()[:, :, 0]
+    decoded = decode(image_bytes(Image.fromarray(gray, "L")), "image/png")
+    np.testing.assert_array_equal(decoded, np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped():
+    gray16 = (np.arange(64, dtype=np.uint16) * 1024)[None, :].repeat(8, axis=0)
+    decoded = decode(image_bytes(Image.fromarray(gray16)), "image/png")
+    np.testing.assert_array_equal(decoded[:, :, 1], (gray16 >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_dropped_like_detectron2_read_image(mode):
+    rgba = np.dstack([noise_image(), np.random.default_rng(1).integers(0, 256, (48, 64), dtype=np.uint8)])
+    image = Image.fromarray(rgba, "RGBA").convert(mode)
+    decoded = decode(image_bytes(image), "image/png")
+    np.testing.assert_array_equal(decoded, np.array(image.convert("RGB")))
+
+
+def test_palette_with_transparency_becomes_rgb():
+    image = Image.fromarray(noise_image()).quantize(16)
+    image.info["transparency"] = 0
+    decoded = decode(image_bytes(image, transparency=0), "image/png")
+    np.testing.assert_array_equal(decoded, np.array(image.convert("RGB")))
+
+
+def test_unsupported_content_type_names_the_supported_ones():
+    with pytest.raises(UnsupportedMediaType, match=r"'image/gif' is not supported; use one of: image/jpeg, image/png"):
+        decode(b"GIF89a", "image/gif")
+    with pytest.raises(UnsupportedMediaType, match=r"'\(none\)'"):
+        decode(b"x", "")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"not an image", "image/jpeg", "body is not a JPEG image"),
+        (image_bytes(noise_image()), "image/jpeg", "body is not a JPEG image"),  # a PNG sent as JPEG
+        (image_bytes(noise_image(), "JPEG")[:200], "image/jpeg", "image data is corrupt or truncated"),
+        (image_bytes(noise_image(), "JPEG")[:-500], "image/jpeg", "image data is corrupt or truncated"),
+        (image_bytes(noise_image())[:-50], "image/png", "image data is corrupt or truncated"),
+        (b"\x93NUMPY garbage", "application/x-npy", "body is not a .npy array"),
+        (npy_bytes(noise_image().astype(np.float32)), "application/x-npy", "HWC uint8 with 3 \\(RGB\\) channels"),
+        (npy_bytes(noise_image()[:, :, 0]), "application/x-npy", "got shape \\(48, 64\\)"),
+        (npy_bytes(np.full((2, 2, 3), None, dtype=object), allow_pickle=True), "application/x-npy", "dtype object"),
+        (npy_bytes(noise_image())[:-10], "application/x-npy", "not a readable .npy array"),
+        (b"{not json", "application/json", "body is not valid JSON"),
+        (b'{"img": "AAAA"}', "application/json", "must be \\{\"image\""),
+        (b'{"image": "AAAA", "extra": 1}', "application/json", "got \\['extra', 'image'\\]"),
+        (b'{"image": "***"}', "application/json", '"image" is not valid base64'),
+        (json_body(b"not an image"), "application/json", "body is not a JPEG or PNG or WEBP or BMP image"),
+    ],
+)
+def test_undecodable_bodies_say_what_is_wrong(body, content_type, message):
+    with pytest.raises(InvalidInput, match=message):
+        decode(body, content_type)
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding():
+    png = image_bytes(noise_image(100, 100))
+    assert decode(png, "image/png", max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(ImageTooLarge, match=r"100x100 = 10000 pixels; the limit is 9999 \(MAX_IMAGE_PIXELS\)"):
+        decode(png, "image/png", max_pixels=9_999)
+
+
+def test_npy_pixel_limit_is_checked_before_the_array_is_read():
+    # A header promising 50000 x 50000 x 3 bytes, followed by no data: rejected without allocating.
+    body = npy_header_only((50000, 50000, 3))
+    with pytest.raises(ImageTooLarge, match="50000x50000"):
+        decode(body, "application/x-npy")
+
+
+def npy_header_only(shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+# --- options and Accept ------------------------------------------------------------------------------
+
+
+def test_options_default_when_the_header_is_absent():
+    assert codecs.parse_options(None) == RequestOptions(score_threshold=0.0, max_detections=None, mask_format=MaskFormat.RLE)
+
+
+def test_options_parse_from_custom_attributes():
+    options = codecs.parse_options(" score_threshold=0.7, max_detections=20 ,mask_format=POLYGON")
+    assert options == RequestOptions(score_threshold=0.7, max_detections=20, mask_format=MaskFormat.POLYGON)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("score_threshold=1.5", r"score_threshold='1.5' is invalid; allowed: a number in 0..1"),
+        ("score_threshold=high", r"score_threshold='high' is invalid"),
+        ("max_detections=0", r"max_detections='0' is invalid; allowed: an integer >= 1"),
+        ("mask_format=png", r"mask_format='png' is invalid; allowed: rle \| polygon \| none"),
+        ("score_treshold=0.5", r"'score_treshold=0.5' is not supported; allowed: score_threshold \(a number in 0..1\), "
+         r"max_detections \(an integer >= 1\), mask_format \(rle \| polygon \| none\)"),
+        ("mask_format", r"'mask_format' is not supported"),
+        ("max_detections=1,max_detections=2", "'max_detections' is given more than once"),
+    ],
+)
+def test_invalid_options_name_the_option_and_the_allowed_values(header, message):
+    with pytest.raises(InvalidOption, match=message):
+        codecs.parse_options(header)
+
+
+@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json", "application/*", "text/html, application/json;q=0.9"])
+def test_accept_headers_that_allow_json(accept):
+    assert codecs.negotiate(accept) == "application/json"
+
+
+def test_accept_without_json_is_not_acceptable():
+    with pytest.raises(NotAcceptable, match="Accept 'text/csv' cannot be met; responses are application/json"):
+        codecs.negotiate("text/csv")
+
+
+# --- encoding ----------------------------------------------------------------------------------------
+
+
+def random_masks(count: int, height: int = 30, width: int = 40, seed: int = 0) -> np.ndarray:
+    masks = np.random.default_rng(seed).random((count, height, width)) > 0.6
+    masks[0] = False  # an empty mask
+    masks[1] = True  # a full one
+    return masks
+
+
+def test_rle_round_trips_exactly_through_pycocotools():
+    masks = random_masks(5)
+    rles = codecs.encode_rle(masks)
+    for mask, rle in zip(masks, rles):
+        assert rle["size"] == [30, 40] and isinstance(rle["counts"], str)
+        decoded = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode("utf-8")})
+        np.testing.assert_array_equal(decoded.astype(bool), mask)
+    assert codecs.encode_rle(np.zeros((0, 30, 40), bool)) == []
+
+
+def test_rle_matches_detectron2_per_mask_encoding():
+    # detectron2's instances_to_coco_json: mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
+    masks = random_masks(3)
+    expected = [mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0] for mask in masks]
+    assert [rle["counts"] for rle in codecs.encode_rle(masks)] == [rle["counts"].decode() for rle in expected]
+
+
+def test_polygons_trace_the_mask_outline():
+    mask = np.zeros((20, 30), bool)
+    mask[5:10, 8:18] = True
+    (polygon,) = codecs.encode_polygons(mask)
+    xs, ys = polygon[0::2], polygon[1::2]
+    assert (min(xs), max(xs), min(ys), max(ys)) == (8.5, 17.5, 5.5, 9.5)
+
+
+def make_detections(scores=(0.9, 0.3, 0.6), masks: bool = True) -> Detections:
+    count = len(scores)
+    return Detections(
+        image_height=30,
+        image_width=40,
+        boxes=np.array([[i, i + 1, i + 10.5, i + 20.25] for i in range(count)], np.float32),
+        scores=np.array(scores, np.float32),
+        classes=np.array([i % 2 for i in range(count)], np.int64),
+        masks=random_masks(count) if masks else None,
+    )
+
+
+def test_document_schema_and_values():
+    detections = make_detections()
+    document = codecs.detections_document(detections, ("balloon", "person"), RequestOptions())
+    assert document["image"] == {"height": 30, "width": 40}
+    assert [i["score"] for i in document["instances"]] == [float(np.float32(s)) for s in (0.9, 0.6, 0.3)]
+    first, second, _ = document["instances"]
+    assert set(first) == {"class_id", "class_name", "score", "box", "mask"}
+    assert (first["class_id"], first["class_name"], first["box"]) == (0, "balloon", [0.0, 1.0, 10.5, 20.25])
+    assert (second["class_id"], second["class_name"]) == (0, "balloon")  # index 2 of the detections
+    decoded = mask_util.decode({"size": second["mask"]["size"], "counts": second["mask"]["counts"].encode()})
+    np.testing.assert_array_equal(decoded.astype(bool), detections.masks[2])
+    assert json.loads(codecs.encode_json(document)) == document
+
+
+def test_threshold_and_max_detections_select_the_best_instances():
+    detections = make_detections(scores=(0.9, 0.3, 0.6, 0.8))
+    document = codecs.detections_document(detections, ("a", "b"), RequestOptions(score_threshold=0.5, max_detections=2))
+    assert [round(i["score"], 2) for i in document["instances"]] == [0.9, 0.8]
+
+
+def test_mask_formats():
+    detections = make_detections()
+    without = codecs.detections_document(detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.NONE))
+    assert all("mask" not in i and "polygons" not in i for i in without["instances"])
+    polygons = codecs.detections_document(detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.POLYGON))
+    assert [bool(i["polygons"]) for i in polygons["instances"]] == [False, True, True]  # the empty mask has none
+    no_mask_head = codecs.detections_document(make_detections(masks=False), ("a", "b"), RequestOptions())
+    assert all("mask" not in i for i in no_mask_head["instances"])
+
+
+def test_unknown_class_ids_have_no_name():
+    document = codecs.detections_document(make_detections(), ("only",), RequestOptions())
+    assert [i["class_name"] for i in document["instances"]] == ["only", "only", None]
