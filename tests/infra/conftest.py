@@ -1,0 +1,84 @@
+"""One in-process synthesis of the app per session (with cdk.json's context, as the CLI would),
+shared by every template test; synth output goes to pytest's tmp dirs, never into the repo."""
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import cx_api
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+def _load_app_module():
+    # app.py is a script at the repo root; load it by path so no other `app` module can win.
+    spec = importlib.util.spec_from_file_location("cdk_app", REPO_ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cdk_app = _load_app_module()
+
+
+def cdk_json_context() -> dict:
+    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+
+
+@dataclass
+class Synth:
+    stacks: object  # stacks.InferenceStacks
+    assembly: cx_api.CloudAssembly
+    outdir: Path
+    _templates: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    def stack_name(self, key: str) -> str:
+        stack = self.stacks.shared if key == "shared" else self.stacks.modes[key]
+        return stack.stack_name
+
+    def template(self, key: str) -> dict:
+        """The template as written to the cloud assembly (read once; do not mutate)."""
+        if key not in self._templates:
+            path = self.outdir / f"{self.stack_name(key)}.template.json"
+            self._templates[key] = json.loads(path.read_text())
+        return self._templates[key]
+
+    def resources(self, key: str, resource_type: str) -> dict[str, dict]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template(key)["Resources"].items()
+            if resource["Type"] == resource_type
+        }
+
+    def only(self, key: str, resource_type: str) -> tuple[str, dict]:
+        found = self.resources(key, resource_type)
+        assert len(found) == 1, f"{key}: expected one {resource_type}, found {sorted(found)}"
+        return next(iter(found.items()))
+
+
+def build(outdir: Path, **context: str):
+    """Build the app exactly as app.py does (config, stacks, cdk-nag), with cdk.json's context."""
+    app = cdk.App(context={**cdk_json_context(), **context}, outdir=str(outdir), stack_traces=False)
+    return app, cdk_app.build_app(app)
+
+
+def synthesize(outdir: Path, **context: str) -> Synth:
+    app, stacks = build(outdir, **context)
+    return Synth(stacks, app.synth(), outdir)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The default configuration, as `make synth` builds it on a fresh clone."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def prod_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """config/prod.json: exercises provisioned concurrency scaling and a second stack prefix."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out.prod"), env="prod")

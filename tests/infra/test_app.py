@@ -1,0 +1,75 @@
+"""The app as users run it: entry point, layout, one deployable stack per mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import aws_cdk as cdk
+from aws_cdk import cx_api
+from sagemaker_constructs.settings import AppConfig
+from stacks import build_stacks
+
+from .conftest import REPO_ROOT, cdk_app, cdk_json_context
+
+MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless"]
+
+
+def stack_dependencies(assembly: cx_api.CloudAssembly) -> dict[str, list[str]]:
+    return {
+        stack.stack_name: sorted(d.id for d in stack.dependencies if isinstance(d, cx_api.CloudFormationStackArtifact))
+        for stack in assembly.stacks
+    }
+
+
+def test_each_mode_stack_depends_on_the_shared_stack_only(synth):
+    """`cdk deploy <mode stack>` deploys the shared stack first and no other mode."""
+    assert stack_dependencies(synth.assembly) == {
+        "Detectron2-Shared": [],
+        **{name: ["Detectron2-Shared"] for name in MODE_STACKS},
+    }
+
+
+def test_mode_stacks_never_reference_each_other(synth):
+    for key in ["realtime", "async", "serverless", "batch"]:
+        text = json.dumps(synth.template(key))
+        others = [name for name in MODE_STACKS if name != synth.stack_name(key)]
+        assert [name for name in others if name in text] == []
+
+
+def test_a_disabled_mode_has_no_stack(tmp_path):
+    off = {"enabled": False}
+    config = AppConfig.model_validate({"realtime": off, "serverless": off, "batch": off})
+    app = cdk.App(context=cdk_json_context(), outdir=str(tmp_path), stack_traces=False)
+
+    build_stacks(app, config, container_dir=cdk_app.CONTAINER_DIR)
+
+    assert stack_dependencies(app.synth()) == {"Detectron2-Shared": [], "Detectron2-Async": ["Detectron2-Shared"]}
+
+
+def test_the_constructs_folder_does_not_shadow_the_constructs_library():
+    import constructs
+    import sagemaker_constructs
+
+    assert not (REPO_ROOT / "constructs" / "__init__.py").exists()
+    assert "site-packages" in constructs.__file__
+    assert sagemaker_constructs.__file__ == str(REPO_ROOT / "constructs" / "sagemaker_constructs" / "__init__.py")
+
+
+def test_app_py_reports_a_bad_config_as_one_message_and_exit_status_1(tmp_path):
+    environment = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps({"env": "no-such-env"}),
+        "CDK_OUTDIR": str(tmp_path),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid configuration (-c env=no-such-env):",
+        "  - env: no config/no-such-env.json; available: dev, prod",
+    ]
