@@ -1,0 +1,131 @@
+"""Constructs on their own, in bare stacks: grants, model data, image choice, registry options."""
+
+import tarfile
+from types import SimpleNamespace
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Template
+from sagemaker_constructs import AsyncEndpoint, InferenceImages, ModelData, ModelRegistry, RealtimeEndpoint
+from sagemaker_constructs.instance_types import is_burstable, is_gpu, is_neuron
+from sagemaker_constructs.settings import AsyncConfig, RealtimeConfig
+from sagemaker_constructs.storage import ArtifactStore
+
+from .cfn import flatten, logical_id
+
+
+@pytest.fixture
+def stack() -> cdk.Stack:
+    return cdk.Stack(cdk.App(), "Test")
+
+
+def model_named(name: str):
+    """Endpoints only read `model_name` from their PackagedModel."""
+    return SimpleNamespace(model_name=name)
+
+
+def caller_statements(stack: cdk.Stack, caller: iam.Role) -> list[dict]:
+    template = Template.from_stack(stack).to_json()
+    (policy,) = [
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy" and r["Properties"]["Roles"] == [{"Ref": logical_id(caller)}]
+    ]
+    return [{"Action": s["Action"], "Resource": flatten(s["Resource"]) if not isinstance(s["Resource"], list) else sorted(flatten(r) for r in s["Resource"])} for s in policy]
+
+
+def test_realtime_grant_invoke_is_scoped_to_the_endpoint(stack):
+    endpoint = RealtimeEndpoint(stack, "Realtime", model=model_named("m"), config=RealtimeConfig())
+    caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
+
+    endpoint.grant_invoke(caller)
+
+    assert caller_statements(stack, caller) == [
+        {"Action": "sagemaker:InvokeEndpoint", "Resource": f"<{logical_id(endpoint.endpoint)}>"}
+    ]
+
+
+def test_async_grant_invoke_covers_the_request_and_result_prefixes_and_the_key(stack):
+    store = ArtifactStore(stack, "Store")
+    role = iam.Role(stack, "Execution", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    endpoint = AsyncEndpoint(stack, "Async", model=model_named("m"), config=AsyncConfig(), store=store, role=role)
+    caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
+
+    endpoint.grant_invoke(caller)
+
+    bucket = f"<{logical_id(store.bucket)}.Arn>"
+    assert caller_statements(stack, caller) == [
+        {"Action": "sagemaker:InvokeEndpointAsync", "Resource": f"<{logical_id(endpoint.endpoint)}>"},
+        {"Action": "s3:PutObject", "Resource": f"{bucket}/async/input/*"},
+        {"Action": "s3:GetObject", "Resource": [f"{bucket}/async/failure/*", f"{bucket}/async/output/*"]},
+        {
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": f"<{logical_id(store.key)}.Arn>",
+        },
+    ]
+
+
+def test_local_model_tarball_becomes_an_s3_asset_readable_object_by_object(stack, tmp_path):
+    tarball = tmp_path / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz"):
+        pass
+    data = ModelData(stack, "ModelData", location=str(tarball))
+    reader = iam.Role(stack, "Reader", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+
+    data.grant_read(reader)
+
+    url = flatten(stack.resolve(data.s3_url))
+    assert url.startswith("s3://cdk-hnb659fds-assets-") and url.endswith(".gz")
+    (statement,) = caller_statements(stack, reader)
+    assert statement["Action"] == "s3:GetObject"
+    assert statement["Resource"].endswith(url.split("/")[-1])
+
+
+def test_existing_s3_model_data_is_used_in_place(stack):
+    data = ModelData(stack, "ModelData", location="s3://my-models/detectron2/v3/model.tar.gz")
+    reader = iam.Role(stack, "Reader", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+
+    data.grant_read(reader)
+
+    assert data.s3_url == "s3://my-models/detectron2/v3/model.tar.gz"
+    assert caller_statements(stack, reader) == [
+        {"Action": "s3:GetObject", "Resource": "arn:<AWS::Partition>:s3:::my-models/detectron2/v3/model.tar.gz"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "specification"),
+    [("ml.g5.xlarge", None), ("ml.g4dn.xlarge", None), ("ml.p3.2xlarge", None), ("ml.m5.xlarge", "cpu"), ("ml.c6i.2xlarge", "cpu"), (None, "cpu")],
+)
+def test_gpu_families_run_the_primary_specification_everything_else_the_cpu_one(instance_type, specification):
+    assert ModelRegistry.specification_for(instance_type) == specification
+
+
+def test_instance_type_families():
+    assert [is_gpu(t) for t in ("ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.large", "ml.inf2.xlarge")] == [True, True, False, False]
+    assert [is_burstable(t) for t in ("ml.t2.medium", "ml.t3.large", "ml.trn1.2xlarge", "ml.m5.large")] == [True, True, False, False]
+    assert [is_neuron(t) for t in ("ml.inf1.xlarge", "ml.trn1.2xlarge", "ml.g5.xlarge")] == [True, True, False]
+
+
+def test_registry_takes_its_approval_status_and_group_from_the_caller(stack, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch AS cpu\nFROM cpu AS gpu\n")
+    registry = ModelRegistry(
+        stack,
+        "Registry",
+        group_name="team-a-models",
+        description="d",
+        approval_status="PendingManualApproval",
+        images=InferenceImages(stack, "Images", directory=tmp_path),
+        model_data=ModelData(stack, "ModelData", location="s3://b-1/m.tar.gz"),
+        package_arn_parameter_name="/TeamA/model-package-arn",
+    )
+
+    template = Template.from_stack(stack)
+
+    template.has_resource_properties(
+        "AWS::SageMaker::ModelPackage",
+        {"ModelApprovalStatus": "PendingManualApproval", "ModelPackageGroupName": "team-a-models"},
+    )
+    template.has_resource_properties("AWS::SSM::Parameter", {"Name": "/TeamA/model-package-arn"})
+    assert registry.package_arn_for(stack) == registry.package_arn
