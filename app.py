@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """CDK entry point: load the configuration, build the stacks, check them with cdk-nag."""
 
+import os
 import sys
 from pathlib import Path
+
+# jsii prints a Node 20 end-of-life banner on every start; the CDK still supports Node 20. Set here
+# too so `npx cdk ...` run outside make stays quiet.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 REPO_ROOT = Path(__file__).resolve().parent
 # `constructs/` is a plain folder (no __init__.py) holding the `sagemaker_constructs` package: a

@@ -16,7 +16,9 @@ class PackagedModel(Construct):
 
     `instance_type` picks the image: GPU families run the primary (GPU) specification, anything else
     (CPU types, or None for serverless) the `cpu` specification. The container derives its request
-    size limits and timeouts from `INFERENCE_MODE`.
+    size limits and timeouts from `INFERENCE_MODE`. Instance-based modes run network-isolated (the
+    container needs no network; SageMaker itself fetches the model data); serverless endpoints do
+    not support network isolation.
     """
 
     def __init__(
@@ -35,8 +37,7 @@ class PackagedModel(Construct):
             self,
             "Resource",
             execution_role_arn=role.role_arn,
-            # The container needs no network at run time; SageMaker itself fetches the model data.
-            enable_network_isolation=True,
+            enable_network_isolation=instance_type is not None,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=registry.package_arn_for(self),
                 inference_specification_name=registry.specification_for(instance_type),

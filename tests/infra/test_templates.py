@@ -259,7 +259,8 @@ def test_each_mode_deploys_the_registered_package_with_its_inference_mode(synth,
     assert container.get("InferenceSpecificationName") == specification
     assert container["Environment"] == {"INFERENCE_MODE": mode}
     assert "Image" not in container and "ModelDataUrl" not in container
-    assert model["Properties"]["EnableNetworkIsolation"] is True
+    # Serverless endpoints reject network-isolated models.
+    assert model["Properties"]["EnableNetworkIsolation"] is (mode != "serverless")
     assert "<Detectron2-Shared:" in flatten(model["Properties"]["ExecutionRoleArn"])
 
 
