@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Stack
-from constructs import Construct
 from sagemaker_constructs.settings import AppConfig
+
+from constructs import Construct
 
 from .modes import AsyncStack, BatchStack, RealtimeStack, ServerlessStack
 from .shared import SharedModelStack
@@ -23,7 +24,9 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
     common = {"registry": shared.registry, "role": shared.execution_role}
     stacks = InferenceStacks(shared)
     if config.realtime.enabled:
-        stacks.modes["realtime"] = RealtimeStack(scope, f"{config.name}-Realtime", config=config.realtime, **common)
+        stacks.modes["realtime"] = RealtimeStack(
+            scope, f"{config.name}-Realtime", config=config.realtime, **common
+        )
     if config.async_.enabled:
         stacks.modes["async"] = AsyncStack(
             scope, f"{config.name}-Async", config=config.async_, store=shared.store, **common
@@ -33,11 +36,21 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
             scope, f"{config.name}-Serverless", config=config.serverless, **common
         )
     if config.batch.enabled:
-        stacks.modes["batch"] = BatchStack(scope, f"{config.name}-Batch", config=config.batch, store=shared.store, **common)
+        stacks.modes["batch"] = BatchStack(
+            scope, f"{config.name}-Batch", config=config.batch, store=shared.store, **common
+        )
     for stack in stacks.modes.values():
         # The model package ARN arrives through SSM, which CloudFormation cannot see as a dependency.
         stack.add_stack_dependency(shared, "deploys the registered model version from the shared stack")
     return stacks
 
 
-__all__ = ["AsyncStack", "BatchStack", "InferenceStacks", "RealtimeStack", "ServerlessStack", "SharedModelStack", "build_stacks"]
+__all__ = [
+    "AsyncStack",
+    "BatchStack",
+    "InferenceStacks",
+    "RealtimeStack",
+    "ServerlessStack",
+    "SharedModelStack",
+    "build_stacks",
+]

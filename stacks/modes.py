@@ -5,7 +5,6 @@
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
-from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
     AsyncEndpoint,
@@ -17,10 +16,18 @@ from sagemaker_constructs import (
 )
 from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
 
+from constructs import Construct
+
 
 class RealtimeStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, registry: ModelRegistry, role: iam.IRole, config: RealtimeConfig
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        registry: ModelRegistry,
+        role: iam.IRole,
+        config: RealtimeConfig,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
         model = PackagedModel(
@@ -42,7 +49,9 @@ class AsyncStack(Stack):
         config: AsyncConfig,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
-        model = PackagedModel(self, "Model", registry=registry, role=role, mode="async", instance_type=config.instance_type)
+        model = PackagedModel(
+            self, "Model", registry=registry, role=role, mode="async", instance_type=config.instance_type
+        )
         self.endpoint = AsyncEndpoint(self, "Async", model=model, config=config, store=store, role=role)
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
@@ -62,8 +71,12 @@ class ServerlessStack(Stack):
         role: iam.IRole,
         config: ServerlessConfig,
     ) -> None:
-        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)")
-        model = PackagedModel(self, "Model", registry=registry, role=role, mode="serverless", instance_type=None)
+        super().__init__(
+            scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)"
+        )
+        model = PackagedModel(
+            self, "Model", registry=registry, role=role, mode="serverless", instance_type=None
+        )
         self.endpoint = ServerlessEndpoint(self, "Serverless", model=model, config=config)
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
@@ -79,9 +92,15 @@ class BatchStack(Stack):
         store: ArtifactStore,
         config: BatchConfig,
     ) -> None:
-        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: batch transform model and S3 prefixes")
-        model = PackagedModel(self, "Model", registry=registry, role=role, mode="batch", instance_type=config.instance_type)
-        self.transform = BatchTransformResources(self, "BatchTransform", model=model, config=config, store=store)
+        super().__init__(
+            scope, construct_id, description="Detectron2 on SageMaker: batch transform model and S3 prefixes"
+        )
+        model = PackagedModel(
+            self, "Model", registry=registry, role=role, mode="batch", instance_type=config.instance_type
+        )
+        self.transform = BatchTransformResources(
+            self, "BatchTransform", model=model, config=config, store=store
+        )
         CfnOutput(self, "ModelName", value=model.model_name)
         CfnOutput(self, "InstanceType", value=config.instance_type)
         CfnOutput(self, "InputUri", value=self.transform.input_uri)

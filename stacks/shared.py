@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
-from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
     InferenceImages,
@@ -13,9 +12,13 @@ from sagemaker_constructs import (
 )
 from sagemaker_constructs.settings import AppConfig
 
+from constructs import Construct
+
 
 class SharedModelStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, container_dir: Path) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: AppConfig, container_dir: Path
+    ) -> None:
         super().__init__(
             scope,
             construct_id,

@@ -4,6 +4,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 
 from .endpoint import InferenceEndpoint, instance_variant
@@ -51,7 +52,9 @@ class AsyncEndpoint(InferenceEndpoint):
         )
         self._create_endpoint(
             instance_variant(
-                model, instance_type=config.instance_type, initial_instance_count=config.initial_instance_count
+                model,
+                instance_type=config.instance_type,
+                initial_instance_count=config.initial_instance_count,
             ),
             autoscaled=config.scaling is not None,
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
@@ -81,7 +84,9 @@ class AsyncEndpoint(InferenceEndpoint):
                 scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
             )
 
-    def auto_scale_instance_count(self, *, min_capacity: int, max_capacity: int) -> ScalableAsyncInstanceCount:
+    def auto_scale_instance_count(
+        self, *, min_capacity: int, max_capacity: int
+    ) -> ScalableAsyncInstanceCount:
         return ScalableAsyncInstanceCount(
             self,
             "InstanceCount",
@@ -99,7 +104,10 @@ class AsyncEndpoint(InferenceEndpoint):
             (["s3:PutObject"], [store.objects_under(store.ASYNC_INPUT_PREFIX)]),
             (
                 ["s3:GetObject"],
-                [store.objects_under(store.ASYNC_OUTPUT_PREFIX), store.objects_under(store.ASYNC_FAILURE_PREFIX)],
+                [
+                    store.objects_under(store.ASYNC_OUTPUT_PREFIX),
+                    store.objects_under(store.ASYNC_FAILURE_PREFIX),
+                ],
             ),
             (["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], [store.key.key_arn]),
         ]

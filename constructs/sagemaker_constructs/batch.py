@@ -14,7 +14,13 @@ from .storage import ArtifactStore
 
 class BatchTransformResources(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, model: PackagedModel, config: BatchConfig, store: ArtifactStore
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model: PackagedModel,
+        config: BatchConfig,
+        store: ArtifactStore,
     ) -> None:
         super().__init__(scope, construct_id)
         self.model = model

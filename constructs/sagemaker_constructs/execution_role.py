@@ -2,6 +2,7 @@
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 from .images import InferenceImages

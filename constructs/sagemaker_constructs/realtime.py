@@ -1,6 +1,7 @@
 """Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
 
 from aws_cdk import Duration
+
 from constructs import Construct
 
 from .endpoint import InferenceEndpoint, instance_variant
@@ -10,11 +11,15 @@ from .settings import RealtimeConfig
 
 
 class RealtimeEndpoint(InferenceEndpoint):
-    def __init__(self, scope: Construct, construct_id: str, *, model: PackagedModel, config: RealtimeConfig) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, model: PackagedModel, config: RealtimeConfig
+    ) -> None:
         super().__init__(scope, construct_id)
         self._create_endpoint(
             instance_variant(
-                model, instance_type=config.instance_type, initial_instance_count=config.initial_instance_count
+                model,
+                instance_type=config.instance_type,
+                initial_instance_count=config.initial_instance_count,
             ),
             autoscaled=config.scaling is not None,
         )

@@ -3,6 +3,7 @@
 from aws_cdk import Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
+
 from constructs import Construct, IConstruct
 
 from .images import InferenceImages
@@ -50,7 +51,9 @@ class ModelRegistry(Construct):
             model_package_group_description=description,
         )
 
-        def containers(image_uri: str) -> list[sagemaker.CfnModelPackage.ModelPackageContainerDefinitionProperty]:
+        def containers(
+            image_uri: str,
+        ) -> list[sagemaker.CfnModelPackage.ModelPackageContainerDefinitionProperty]:
             return [
                 sagemaker.CfnModelPackage.ModelPackageContainerDefinitionProperty(
                     image=image_uri, model_data_url=model_data.s3_url

@@ -107,7 +107,12 @@ class _Scaling(_Section):
     def _ordered(self) -> _Scaling:
         if self.min_capacity > self.max_capacity:
             raise FieldProblems(
-                [("max_capacity", f"must be at least min_capacity ({self.min_capacity}) (got {self.max_capacity})")]
+                [
+                    (
+                        "max_capacity",
+                        f"must be at least min_capacity ({self.min_capacity}) (got {self.max_capacity})",
+                    )
+                ]
             )
         return self
 
@@ -276,9 +281,7 @@ class AppConfig(_Section):
         return self.model.package_group_name or f"{self.name.lower()}-mask-rcnn"
 
 
-def load_config(
-    *, env: str | None, model_data: str | None, config_dir: Path, base_dir: Path
-) -> AppConfig:
+def load_config(*, env: str | None, model_data: str | None, config_dir: Path, base_dir: Path) -> AppConfig:
     """Embedded defaults <- `config_dir/<env>.json` <- `model_data`; relative paths resolve against `base_dir`."""
     data: dict[str, Any] = {}
     source = "embedded defaults"
@@ -286,7 +289,9 @@ def load_config(
         path = config_dir / f"{env}.json"
         if not ENV_NAME.match(env) or not path.is_file():
             available = ", ".join(sorted(p.stem for p in config_dir.glob("*.json"))) or "none"
-            raise ConfigError(f"-c env={env}", [f"env: no {config_dir.name}/{env}.json; available: {available}"])
+            raise ConfigError(
+                f"-c env={env}", [f"env: no {config_dir.name}/{env}.json; available: {available}"]
+            )
         source = f"{config_dir.name}/{path.name}"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

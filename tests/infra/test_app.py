@@ -8,6 +8,7 @@ import sys
 import aws_cdk as cdk
 from aws_cdk import cx_api
 from sagemaker_constructs.settings import AppConfig
+
 from stacks import build_stacks
 
 from .conftest import REPO_ROOT, cdk_app, cdk_json_context
@@ -17,7 +18,9 @@ MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "D
 
 def stack_dependencies(assembly: cx_api.CloudAssembly) -> dict[str, list[str]]:
     return {
-        stack.stack_name: sorted(d.id for d in stack.dependencies if isinstance(d, cx_api.CloudFormationStackArtifact))
+        stack.stack_name: sorted(
+            d.id for d in stack.dependencies if isinstance(d, cx_api.CloudFormationStackArtifact)
+        )
         for stack in assembly.stacks
     }
 
@@ -44,16 +47,22 @@ def test_a_disabled_mode_has_no_stack(tmp_path):
 
     build_stacks(app, config, container_dir=cdk_app.CONTAINER_DIR)
 
-    assert stack_dependencies(app.synth()) == {"Detectron2-Shared": [], "Detectron2-Async": ["Detectron2-Shared"]}
+    assert stack_dependencies(app.synth()) == {
+        "Detectron2-Shared": [],
+        "Detectron2-Async": ["Detectron2-Shared"],
+    }
 
 
 def test_the_constructs_folder_does_not_shadow_the_constructs_library():
-    import constructs
     import sagemaker_constructs
+
+    import constructs
 
     assert not (REPO_ROOT / "constructs" / "__init__.py").exists()
     assert "site-packages" in constructs.__file__
-    assert sagemaker_constructs.__file__ == str(REPO_ROOT / "constructs" / "sagemaker_constructs" / "__init__.py")
+    assert sagemaker_constructs.__file__ == str(
+        REPO_ROOT / "constructs" / "sagemaker_constructs" / "__init__.py"
+    )
 
 
 def test_app_py_reports_a_bad_config_as_one_message_and_exit_status_1(tmp_path):
@@ -65,7 +74,12 @@ def test_app_py_reports_a_bad_config_as_one_message_and_exit_status_1(tmp_path):
     }
 
     result = subprocess.run(
-        [sys.executable, "app.py"], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert result.returncode == 1

@@ -46,7 +46,10 @@ def test_every_acknowledged_cdk_nag_rule_is_listed_here_with_a_reason(synth):
             "/Detectron2-Shared/Artifacts/AccessLogs Annotation::AwsSolutions-S1",
             f"{role}*]",
             f"{role}arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*]",
-            *(f"{role}{bucket}/{prefix}/*]" for prefix in ["async/input", "async/output", "async/failure", "batch/input", "batch/output"]),
+            *(
+                f"{role}{bucket}/{prefix}/*]"
+                for prefix in ["async/input", "async/output", "async/failure", "batch/input", "batch/output"]
+            ),
         ]
     )
     assert all(len(reason) > 40 for reason in found.values())

@@ -92,13 +92,17 @@ def test_model_data_accepts_a_local_tarball_relative_to_the_repository(tmp_path)
 
 
 def test_model_data_context_overrides_the_environment_file(tmp_path):
-    config = load(tmp_path, {"model": {"data": "s3://bucket-a/a.tar.gz"}}, model_data="s3://bucket-b/model.tar.gz")
+    config = load(
+        tmp_path, {"model": {"data": "s3://bucket-a/a.tar.gz"}}, model_data="s3://bucket-b/model.tar.gz"
+    )
 
     assert config.model.data == "s3://bucket-b/model.tar.gz"
     assert config.model.is_s3_uri
 
 
-@pytest.mark.parametrize("data", ["model.zip", "missing.tar.gz", "s3://", "s3://bucket", "s3://Bad_Bucket/m.tar.gz"])
+@pytest.mark.parametrize(
+    "data", ["model.zip", "missing.tar.gz", "s3://", "s3://bucket", "s3://Bad_Bucket/m.tar.gz"]
+)
 def test_model_data_that_is_neither_a_local_tarball_nor_an_s3_uri(tmp_path, data):
     (tmp_path / "model.zip").write_bytes(b"not a tarball")
 
@@ -263,14 +267,18 @@ def test_unknown_environment_lists_the_available_ones(tmp_path):
     (tmp_path / "dev.json").write_text("{}")
     (tmp_path / "prod.json").write_text("{}")
 
-    with pytest.raises(ConfigError, match=re.escape(f"env: no {tmp_path.name}/staging.json; available: dev, prod")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"env: no {tmp_path.name}/staging.json; available: dev, prod")
+    ):
         load_config(env="staging", model_data=None, config_dir=tmp_path, base_dir=tmp_path)
 
 
 def test_environment_file_must_be_json(tmp_path):
     (tmp_path / "broken.json").write_text("{realtime: }")
 
-    with pytest.raises(ConfigError, match=r"not valid JSON: Expecting property name enclosed in double quotes"):
+    with pytest.raises(
+        ConfigError, match=r"not valid JSON: Expecting property name enclosed in double quotes"
+    ):
         load_config(env="broken", model_data=None, config_dir=tmp_path, base_dir=tmp_path)
 
 

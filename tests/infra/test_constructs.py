@@ -32,7 +32,15 @@ def caller_statements(stack: cdk.Stack, caller: iam.Role) -> list[dict]:
         for r in template["Resources"].values()
         if r["Type"] == "AWS::IAM::Policy" and r["Properties"]["Roles"] == [{"Ref": logical_id(caller)}]
     ]
-    return [{"Action": s["Action"], "Resource": flatten(s["Resource"]) if not isinstance(s["Resource"], list) else sorted(flatten(r) for r in s["Resource"])} for s in policy]
+    return [
+        {
+            "Action": s["Action"],
+            "Resource": flatten(s["Resource"])
+            if not isinstance(s["Resource"], list)
+            else sorted(flatten(r) for r in s["Resource"]),
+        }
+        for s in policy
+    ]
 
 
 def test_realtime_grant_invoke_is_scoped_to_the_endpoint(stack):
@@ -49,7 +57,9 @@ def test_realtime_grant_invoke_is_scoped_to_the_endpoint(stack):
 def test_async_grant_invoke_covers_the_request_and_result_prefixes_and_the_key(stack):
     store = ArtifactStore(stack, "Store")
     role = iam.Role(stack, "Execution", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
-    endpoint = AsyncEndpoint(stack, "Async", model=model_named("m"), config=AsyncConfig(), store=store, role=role)
+    endpoint = AsyncEndpoint(
+        stack, "Async", model=model_named("m"), config=AsyncConfig(), store=store, role=role
+    )
     caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
 
     endpoint.grant_invoke(caller)
@@ -90,22 +100,46 @@ def test_existing_s3_model_data_is_used_in_place(stack):
 
     assert data.s3_url == "s3://my-models/detectron2/v3/model.tar.gz"
     assert caller_statements(stack, reader) == [
-        {"Action": "s3:GetObject", "Resource": "arn:<AWS::Partition>:s3:::my-models/detectron2/v3/model.tar.gz"}
+        {
+            "Action": "s3:GetObject",
+            "Resource": "arn:<AWS::Partition>:s3:::my-models/detectron2/v3/model.tar.gz",
+        }
     ]
 
 
 @pytest.mark.parametrize(
     ("instance_type", "specification"),
-    [("ml.g5.xlarge", None), ("ml.g4dn.xlarge", None), ("ml.p3.2xlarge", None), ("ml.m5.xlarge", "cpu"), ("ml.c6i.2xlarge", "cpu"), (None, "cpu")],
+    [
+        ("ml.g5.xlarge", None),
+        ("ml.g4dn.xlarge", None),
+        ("ml.p3.2xlarge", None),
+        ("ml.m5.xlarge", "cpu"),
+        ("ml.c6i.2xlarge", "cpu"),
+        (None, "cpu"),
+    ],
 )
 def test_gpu_families_run_the_primary_specification_everything_else_the_cpu_one(instance_type, specification):
     assert ModelRegistry.specification_for(instance_type) == specification
 
 
 def test_instance_type_families():
-    assert [is_gpu(t) for t in ("ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.large", "ml.inf2.xlarge")] == [True, True, False, False]
-    assert [is_burstable(t) for t in ("ml.t2.medium", "ml.t3.large", "ml.trn1.2xlarge", "ml.m5.large")] == [True, True, False, False]
-    assert [is_neuron(t) for t in ("ml.inf1.xlarge", "ml.trn1.2xlarge", "ml.g5.xlarge")] == [True, True, False]
+    assert [is_gpu(t) for t in ("ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.large", "ml.inf2.xlarge")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [is_burstable(t) for t in ("ml.t2.medium", "ml.t3.large", "ml.trn1.2xlarge", "ml.m5.large")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert [is_neuron(t) for t in ("ml.inf1.xlarge", "ml.trn1.2xlarge", "ml.g5.xlarge")] == [
+        True,
+        True,
+        False,
+    ]
 
 
 def test_registry_takes_its_approval_status_and_group_from_the_caller(stack, tmp_path):

@@ -51,7 +51,11 @@ def test_caches_and_test_output_never_change_the_image_assets(tmp_path):
     container = tmp_path / "container"
     shutil.copytree(REPO_ROOT / "container", container, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     clean = image_hashes(container)
-    for stray in ["inference_server/__pycache__/server.cpython-311.pyc", ".pytest_cache/v/cache/lastfailed", "x.egg-info/PKG-INFO"]:
+    for stray in [
+        "inference_server/__pycache__/server.cpython-311.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        "x.egg-info/PKG-INFO",
+    ]:
         (container / stray).parent.mkdir(parents=True, exist_ok=True)
         (container / stray).write_text("stray")
 

@@ -21,8 +21,16 @@ SSL_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
 def test_one_template_per_stack(synth):
     names = sorted(stack.stack_name for stack in synth.assembly.stacks)
 
-    assert names == ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless", "Detectron2-Shared"]
-    assert sorted(path.name for path in synth.outdir.glob("*.template.json")) == [f"{n}.template.json" for n in names]
+    assert names == [
+        "Detectron2-Async",
+        "Detectron2-Batch",
+        "Detectron2-Realtime",
+        "Detectron2-Serverless",
+        "Detectron2-Shared",
+    ]
+    assert sorted(path.name for path in synth.outdir.glob("*.template.json")) == [
+        f"{n}.template.json" for n in names
+    ]
 
 
 # --- shared: storage --------------------------------------------------------------------------
@@ -36,7 +44,9 @@ def test_kms_key_rotates(synth):
 
 def bucket_policy_of(synth, bucket_id: str) -> dict:
     (policy,) = [
-        p for p in synth.resources("shared", "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": bucket_id}
+        p
+        for p in synth.resources("shared", "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": bucket_id}
     ]
     return policy["Properties"]["PolicyDocument"]
 
@@ -47,13 +57,20 @@ def denies_insecure_transport(document: dict) -> bool:
 
 def test_artifacts_bucket_is_kms_encrypted_versioned_private_ssl_only_and_logged(synth):
     store = synth.stacks.shared.store
-    bucket_id, key_id, log_bucket_id = logical_id(store.bucket), logical_id(store.key), logical_id(store.access_log_bucket)
+    bucket_id, key_id, log_bucket_id = (
+        logical_id(store.bucket),
+        logical_id(store.key),
+        logical_id(store.access_log_bucket),
+    )
     properties = synth.resources("shared", "AWS::S3::Bucket")[bucket_id]["Properties"]
 
     assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
         {
             "BucketKeyEnabled": True,
-            "ServerSideEncryptionByDefault": {"KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]}, "SSEAlgorithm": "aws:kms"},
+            "ServerSideEncryptionByDefault": {
+                "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
+                "SSEAlgorithm": "aws:kms",
+            },
         }
     ]
     assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
@@ -71,9 +88,9 @@ def test_access_log_bucket_is_encrypted_private_and_ssl_only(synth):
     log_bucket_id = logical_id(synth.stacks.shared.store.access_log_bucket)
     properties = synth.resources("shared", "AWS::S3::Bucket")[log_bucket_id]["Properties"]
 
-    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
-        "SSEAlgorithm": "AES256"
-    }
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"
+    ] == {"SSEAlgorithm": "AES256"}
     assert all(properties["PublicAccessBlockConfiguration"].values())
     assert denies_insecure_transport(bucket_policy_of(synth, log_bucket_id))
 
@@ -89,7 +106,10 @@ def test_data_buckets_and_key_survive_stack_deletion(synth):
 
 def test_two_image_assets_build_the_gpu_and_cpu_targets_of_the_container(synth):
     manifest = json.loads((synth.outdir / "Detectron2-Shared.assets.json").read_text())
-    sources = {image["source"]["dockerBuildTarget"]: (asset_hash, image["source"]) for asset_hash, image in manifest["dockerImages"].items()}
+    sources = {
+        image["source"]["dockerBuildTarget"]: (asset_hash, image["source"])
+        for asset_hash, image in manifest["dockerImages"].items()
+    }
     images = synth.stacks.shared.images
 
     assert set(sources) == {"gpu", "cpu"}
@@ -148,10 +168,17 @@ def test_execution_role_is_assumed_by_sagemaker_without_managed_policies(synth):
 
 def test_execution_role_pulls_from_the_repositories_of_both_images(synth):
     shared = synth.stacks.shared
-    repositories = {json.dumps(shared.resolve(image.repository.repository_arn)) for image in (shared.images.gpu, shared.images.cpu)}
+    repositories = {
+        json.dumps(shared.resolve(image.repository.repository_arn))
+        for image in (shared.images.gpu, shared.images.cpu)
+    }
     (pull,) = [s for s in execution_role_statements(synth) if "ecr:BatchGetImage" in as_list(s["Action"])]
 
-    assert sorted(as_list(pull["Action"])) == ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert sorted(as_list(pull["Action"])) == [
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+    ]
     assert {json.dumps(r) for r in as_list(pull["Resource"])} == repositories
 
 
@@ -171,7 +198,11 @@ def test_execution_role_s3_access_is_scoped_to_the_model_and_the_inference_prefi
         },
         "s3:ListBucket": {bucket},
         "s3:PutObject": {f"{bucket}/async/output/*", f"{bucket}/async/failure/*", f"{bucket}/batch/output/*"},
-        "s3:AbortMultipartUpload": {f"{bucket}/async/output/*", f"{bucket}/async/failure/*", f"{bucket}/batch/output/*"},
+        "s3:AbortMultipartUpload": {
+            f"{bucket}/async/output/*",
+            f"{bucket}/async/failure/*",
+            f"{bucket}/batch/output/*",
+        },
     }
     (listing,) = [s for s in execution_role_statements(synth) if s["Action"] == "s3:ListBucket"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["async/input/*", "batch/input/*"]}}
@@ -196,7 +227,9 @@ def test_no_managed_policies_at_all(synth, key):
     template = synth.template(key)
 
     assert not synth.resources(key, "AWS::IAM::ManagedPolicy")
-    assert all("ManagedPolicyArns" not in r["Properties"] for r in synth.resources(key, "AWS::IAM::Role").values())
+    assert all(
+        "ManagedPolicyArns" not in r["Properties"] for r in synth.resources(key, "AWS::IAM::Role").values()
+    )
     assert "FullAccess" not in json.dumps(template)
 
 
@@ -214,8 +247,18 @@ def test_no_wildcard_action_in_any_allow_statement(synth, key):
     expected = []
     if key == "shared":
         key_id = logical_id(synth.stacks.shared.store.key)
-        expected = [(key_id, "resource", next(s for s in statements(synth.template(key)["Resources"][key_id]["Properties"]["KeyPolicy"])))]
-        assert flatten(expected[0][2]["Principal"]["AWS"]) == "arn:<AWS::Partition>:iam::<AWS::AccountId>:root"
+        expected = [
+            (
+                key_id,
+                "resource",
+                next(
+                    s for s in statements(synth.template(key)["Resources"][key_id]["Properties"]["KeyPolicy"])
+                ),
+            )
+        ]
+        assert (
+            flatten(expected[0][2]["Principal"]["AWS"]) == "arn:<AWS::Partition>:iam::<AWS::AccountId>:root"
+        )
         assert expected[0][2]["Action"] == "kms:*"
     assert wildcards == expected
 
@@ -251,7 +294,9 @@ def test_each_mode_deploys_the_registered_package_with_its_inference_mode(synth,
     _, model = synth.only(mode, "AWS::SageMaker::Model")
     container = model["Properties"]["PrimaryContainer"]
     (parameter_id,) = [
-        pid for pid, p in synth.template(mode)["Parameters"].items() if p.get("Default") == PACKAGE_ARN_PARAMETER
+        pid
+        for pid, p in synth.template(mode)["Parameters"].items()
+        if p.get("Default") == PACKAGE_ARN_PARAMETER
     ]
 
     assert synth.template(mode)["Parameters"][parameter_id]["Type"] == "AWS::SSM::Parameter::Value<String>"
@@ -270,12 +315,19 @@ def test_each_mode_deploys_the_registered_package_with_its_inference_mode(synth,
 def scaling(synth, key):
     target_id, target = synth.only(key, "AWS::ApplicationAutoScaling::ScalableTarget")
     endpoint_id, _ = synth.only(key, "AWS::SageMaker::Endpoint")
-    assert flatten(target["Properties"]["ResourceId"]) == f"endpoint/<{endpoint_id}.EndpointName>/variant/AllTraffic"
+    assert (
+        flatten(target["Properties"]["ResourceId"])
+        == f"endpoint/<{endpoint_id}.EndpointName>/variant/AllTraffic"
+    )
     assert flatten(target["Properties"]["RoleARN"]) == SERVICE_LINKED_ROLE
     assert target["Properties"]["ServiceNamespace"] == "sagemaker"
     policies = synth.resources(key, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
     assert all(p["Properties"]["ScalingTargetId"] == {"Ref": target_id} for p in policies)
-    return target["Properties"], {p["Properties"]["PolicyType"]: p["Properties"] for p in policies}, endpoint_id
+    return (
+        target["Properties"],
+        {p["Properties"]["PolicyType"]: p["Properties"] for p in policies},
+        endpoint_id,
+    )
 
 
 def test_realtime_endpoint_runs_the_configured_gpu_variant(synth):
@@ -345,7 +397,12 @@ def test_async_topics_are_kms_encrypted_and_ssl_only(synth):
         assert topic["Properties"]["KmsMasterKeyId"] == key
         (policy,) = [p for p in topic_policies if p["Properties"]["Topics"] == [{"Ref": topic_id}]]
         (deny,) = statements(policy["Properties"]["PolicyDocument"])
-        assert (deny["Effect"], deny["Action"], deny["Principal"], deny["Condition"]) == ("Deny", "sns:Publish", "*", SSL_ONLY)
+        assert (deny["Effect"], deny["Action"], deny["Principal"], deny["Condition"]) == (
+            "Deny",
+            "sns:Publish",
+            "*",
+            SSL_ONLY,
+        )
 
 
 def test_async_endpoint_waits_for_its_publish_permission(synth):
@@ -358,7 +415,8 @@ def test_async_endpoint_waits_for_its_publish_permission(synth):
             "Action": "sns:Publish",
             "Effect": "Allow",
             "Resource": sorted(
-                [{"Ref": logical_id(endpoint.success_topic)}, {"Ref": logical_id(endpoint.error_topic)}], key=json.dumps
+                [{"Ref": logical_id(endpoint.success_topic)}, {"Ref": logical_id(endpoint.error_topic)}],
+                key=json.dumps,
             ),
         }
     ]
@@ -449,7 +507,9 @@ def test_serverless_provisioned_concurrency_tracks_its_utilization(prod_synth):
     assert target["ScalableDimension"] == "sagemaker:variant:DesiredProvisionedConcurrency"
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 10)
     assert policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"] == {
-        "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantProvisionedConcurrencyUtilization"},
+        "PredefinedMetricSpecification": {
+            "PredefinedMetricType": "SageMakerVariantProvisionedConcurrencyUtilization"
+        },
         "TargetValue": 0.7,
     }
 
