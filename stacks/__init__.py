@@ -4,9 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Stack
-from sagemaker_constructs.settings import AppConfig
-
 from constructs import Construct
+from sagemaker_constructs.settings import AppConfig
 
 from .modes import AsyncStack, BatchStack, RealtimeStack, ServerlessStack
 from .shared import SharedModelStack

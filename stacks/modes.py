@@ -5,6 +5,7 @@
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
+from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
     AsyncEndpoint,
@@ -15,8 +16,6 @@ from sagemaker_constructs import (
     ServerlessEndpoint,
 )
 from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
-
-from constructs import Construct
 
 
 class RealtimeStack(Stack):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
     InferenceImages,
@@ -11,8 +12,6 @@ from sagemaker_constructs import (
     SageMakerExecutionRole,
 )
 from sagemaker_constructs.settings import AppConfig
-
-from constructs import Construct
 
 
 class SharedModelStack(Stack):
@@ -27,8 +26,22 @@ class SharedModelStack(Stack):
         self.store = ArtifactStore(self, "Artifacts")
         images = InferenceImages(self, "Images", directory=container_dir)
         model_data = ModelData(self, "ModelData", location=config.model.data)
+        store = self.store
+        read_prefixes, write_prefixes = [], []
+        if config.async_.enabled:
+            read_prefixes.append(store.ASYNC_INPUT_PREFIX)
+            write_prefixes += [store.ASYNC_OUTPUT_PREFIX, store.ASYNC_FAILURE_PREFIX]
+        if config.batch.enabled:
+            read_prefixes.append(store.BATCH_INPUT_PREFIX)
+            write_prefixes.append(store.BATCH_OUTPUT_PREFIX)
         self.execution_role = SageMakerExecutionRole(
-            self, "ExecutionRole", store=self.store, images=images, model_data=model_data
+            self,
+            "ExecutionRole",
+            store=store,
+            read_prefixes=read_prefixes,
+            write_prefixes=write_prefixes,
+            images=images,
+            model_data=model_data,
         ).role
         self.images = images
         self.registry = ModelRegistry(

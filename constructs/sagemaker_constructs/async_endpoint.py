@@ -4,7 +4,6 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
-
 from constructs import Construct
 
 from .endpoint import InferenceEndpoint, instance_variant

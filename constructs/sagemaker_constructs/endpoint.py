@@ -2,7 +2,6 @@
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
-
 from constructs import Construct
 
 from .packaged_model import PackagedModel

@@ -1,8 +1,9 @@
 """The role SageMaker assumes to run the container: least privilege, no managed policies."""
 
+from collections.abc import Sequence
+
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
-
 from constructs import Construct
 
 from .images import InferenceImages
@@ -15,10 +16,11 @@ SAGEMAKER_METRIC_NAMESPACES = "/aws/sagemaker/*"
 
 
 class SageMakerExecutionRole(Construct):
-    """Pull the two images, read the model tarball, read/write the artifact store's inference
-    prefixes with its key, write logs and metrics.
+    """Pull the two images, read the model tarball, write logs and metrics; read `read_prefixes`
+    and write `write_prefixes` of the artifact store, with its key.
 
-    What only one mode needs and that lives in its stack (the async topics) is granted there.
+    The prefixes are those of the enabled modes that move data through the store (async, batch).
+    What lives in a mode's own stack (the async topics) is granted there.
     """
 
     def __init__(
@@ -27,6 +29,8 @@ class SageMakerExecutionRole(Construct):
         construct_id: str,
         *,
         store: ArtifactStore,
+        read_prefixes: Sequence[str],
+        write_prefixes: Sequence[str],
         images: InferenceImages,
         model_data: ModelData,
     ) -> None:
@@ -39,7 +43,8 @@ class SageMakerExecutionRole(Construct):
         )
         images.grant_pull(self.role)
         model_data.grant_read(self.role)
-        self._grant_inference_io(store)
+        if read_prefixes or write_prefixes:
+            self._grant_inference_io(store, read_prefixes, write_prefixes)
         self._grant_logs_and_metrics()
         acknowledge(
             self.role,
@@ -48,20 +53,25 @@ class SageMakerExecutionRole(Construct):
             "permissions; PutMetricData is limited to the /aws/sagemaker/* namespaces by condition.",
         )
 
-    def _grant_inference_io(self, store: ArtifactStore) -> None:
-        inputs = [store.objects_under(prefix) for prefix in store.INFERENCE_INPUT_PREFIXES]
-        outputs = [store.objects_under(prefix) for prefix in store.INFERENCE_OUTPUT_PREFIXES]
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[store.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{p}/*" for p in store.INFERENCE_INPUT_PREFIXES]}},
+    def _grant_inference_io(
+        self, store: ArtifactStore, read_prefixes: Sequence[str], write_prefixes: Sequence[str]
+    ) -> None:
+        inputs = [store.objects_under(prefix) for prefix in read_prefixes]
+        outputs = [store.objects_under(prefix) for prefix in write_prefixes]
+        if inputs:
+            # Transform jobs list their S3Prefix input; async reads the one object it was given.
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[store.bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}/*" for prefix in read_prefixes]}},
+                )
             )
-        )
-        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=inputs))
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:AbortMultipartUpload", "s3:PutObject"], resources=outputs)
-        )
+            self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=inputs))
+        if outputs:
+            self.role.add_to_policy(
+                iam.PolicyStatement(actions=["s3:AbortMultipartUpload", "s3:PutObject"], resources=outputs)
+            )
         store.key.grant(self.role, "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
         acknowledge_wildcard_resources(
             self.role,

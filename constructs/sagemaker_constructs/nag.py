@@ -4,7 +4,6 @@ import json
 from typing import Any
 
 from aws_cdk import Acknowledgment, Stack, Validations
-
 from constructs import IConstruct
 
 

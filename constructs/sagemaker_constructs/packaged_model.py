@@ -4,7 +4,6 @@ from typing import Literal
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
-
 from constructs import Construct
 
 from .registry import ModelRegistry

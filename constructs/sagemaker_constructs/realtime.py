@@ -1,7 +1,6 @@
 """Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
 
 from aws_cdk import Duration
-
 from constructs import Construct
 
 from .endpoint import InferenceEndpoint, instance_variant

@@ -3,7 +3,6 @@
 from aws_cdk import Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
-
 from constructs import Construct, IConstruct
 
 from .images import InferenceImages

@@ -1,7 +1,6 @@
 """Serverless endpoint: the CPU image sized by memory, optional provisioned concurrency."""
 
 from aws_cdk import aws_sagemaker as sagemaker
-
 from constructs import Construct
 
 from .endpoint import VARIANT_NAME, InferenceEndpoint

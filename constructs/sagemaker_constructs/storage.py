@@ -3,7 +3,6 @@
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-
 from constructs import Construct
 
 from .nag import acknowledge
@@ -13,9 +12,8 @@ class ArtifactStore(Construct):
     """KMS key (rotation on) + SSL-only, versioned, private artifacts bucket logging to its own bucket.
 
     The bucket's layout is fixed here: async requests/results/failures and batch inputs/outputs live
-    under the prefixes below (the execution role gets exactly those). The key also encrypts the
-    async notification topics. Both buckets and the key are retained on stack deletion: they hold
-    user data.
+    under the prefixes below. The key also encrypts the async notification topics. Both buckets and
+    the key are retained on stack deletion: they hold user data.
     """
 
     ASYNC_INPUT_PREFIX = "async/input"
@@ -23,9 +21,6 @@ class ArtifactStore(Construct):
     ASYNC_FAILURE_PREFIX = "async/failure"
     BATCH_INPUT_PREFIX = "batch/input"
     BATCH_OUTPUT_PREFIX = "batch/output"
-    # What SageMaker reads (requests, transform inputs) and writes (results) with the execution role.
-    INFERENCE_INPUT_PREFIXES = (ASYNC_INPUT_PREFIX, BATCH_INPUT_PREFIX)
-    INFERENCE_OUTPUT_PREFIXES = (ASYNC_OUTPUT_PREFIX, ASYNC_FAILURE_PREFIX, BATCH_OUTPUT_PREFIX)
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from aws_cdk import Stack
-
 from constructs import IConstruct
 
 

@@ -40,23 +40,28 @@ def test_mode_stacks_never_reference_each_other(synth):
         assert [name for name in others if name in text] == []
 
 
-def test_a_disabled_mode_has_no_stack(tmp_path):
+def test_a_disabled_mode_has_no_stack_and_no_permissions(tmp_path):
     off = {"enabled": False}
     config = AppConfig.model_validate({"realtime": off, "serverless": off, "batch": off})
     app = cdk.App(context=cdk_json_context(), outdir=str(tmp_path), stack_traces=False)
 
-    build_stacks(app, config, container_dir=cdk_app.CONTAINER_DIR)
+    stacks = build_stacks(app, config, container_dir=cdk_app.CONTAINER_DIR)
 
     assert stack_dependencies(app.synth()) == {
         "Detectron2-Shared": [],
         "Detectron2-Async": ["Detectron2-Shared"],
     }
+    role_policy = json.dumps(
+        stacks.shared.resolve(
+            stacks.shared.execution_role.node.find_child("DefaultPolicy").document.to_json()
+        )
+    )
+    assert "async/input/*" in role_policy and "batch/" not in role_policy
 
 
 def test_the_constructs_folder_does_not_shadow_the_constructs_library():
-    import sagemaker_constructs
-
     import constructs
+    import sagemaker_constructs
 
     assert not (REPO_ROOT / "constructs" / "__init__.py").exists()
     assert "site-packages" in constructs.__file__
