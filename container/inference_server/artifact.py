@@ -21,7 +21,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from inference_server.backends.base import Predictor
 
@@ -63,17 +71,26 @@ class ArtifactMetadata(BaseModel):
     format_version: Literal[1] = FORMAT_VERSION
     backend: Literal["detectron2", "torchvision"]
     class_names: tuple[ClassName, ...] = Field(min_length=1)
-    torchvision: TorchvisionOptions | None = None
+    # Validated even when omitted, so a torchvision artifact always carries its options.
+    torchvision: TorchvisionOptions | None = Field(default=None, validate_default=True)
 
-    @model_validator(mode="after")
-    def _check_backend_options(self) -> ArtifactMetadata:
-        if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError("class_names must be unique")
-        if self.backend == "torchvision" and self.torchvision is None:
-            return self.model_copy(update={"torchvision": TorchvisionOptions()})
-        if self.backend != "torchvision" and self.torchvision is not None:
-            raise ValueError(f"the torchvision block is only allowed with backend torchvision, not {self.backend}")
-        return self
+    @field_validator("class_names")
+    @classmethod
+    def _unique(cls, class_names: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({name for name in class_names if class_names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"must be unique, repeated: {', '.join(duplicates)}")
+        return class_names
+
+    @field_validator("torchvision")
+    @classmethod
+    def _only_for_torchvision(cls, options: TorchvisionOptions | None, info: ValidationInfo) -> TorchvisionOptions | None:
+        backend = info.data.get("backend")
+        if backend == "torchvision":
+            return options or TorchvisionOptions()
+        if options is not None:
+            raise ValueError(f"only allowed with backend torchvision, not {backend}")
+        return None
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +105,7 @@ def describe_validation_error(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "metadata"
-        problems.append(f"{field}: {item['msg']}")
+        problems.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 

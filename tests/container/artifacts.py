@@ -7,9 +7,12 @@ Each builder returns the extracted model directory; the tarball sits next to it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +126,81 @@ def build_detectron2_artifact(
         config=training_dir / "config.yaml",
         code=code,
     )
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a library's own predictor returned, as arrays in our class-id convention."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    masks: np.ndarray
+
+
+def torchvision_reference(model_dir: Path) -> Callable[[np.ndarray], Expected]:
+    """torchvision's own Mask R-CNN, built from its constructor and the artifact's state dict
+    (not through our backend), called as torchvision documents: a list of to_tensor(RGB) images."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+    from torchvision.transforms.functional import to_tensor
+
+    metadata = artifact.read_metadata(model_dir)
+    options = metadata.torchvision
+    constructor = {"maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn, "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2}
+    model = constructor[options.architecture](
+        weights=None,
+        weights_backbone=None,
+        num_classes=len(metadata.class_names) + 1,
+        min_size=options.min_size,
+        max_size=options.max_size,
+        box_score_thresh=options.score_threshold,
+        box_detections_per_img=options.detections_per_image,
+    )
+    model.load_state_dict(torch.load(model_dir / artifact.WEIGHTS_FILE, weights_only=True)["model"])
+    model.eval()
+
+    def predict(rgb: np.ndarray) -> Expected:
+        with torch.no_grad():
+            output = model([to_tensor(rgb.copy())])[0]
+        return Expected(
+            boxes=output["boxes"].numpy(),
+            scores=output["scores"].numpy(),
+            classes=output["labels"].numpy() - 1,  # torchvision's label 0 is the background
+            masks=output["masks"][:, 0].numpy() > 0.5,
+        )
+
+    return predict
+
+
+def detectron2_reference(model_dir: Path) -> Callable[[np.ndarray], Expected]:
+    """detectron2's DefaultPredictor on the artifact's config and weights; it takes BGR pixels."""
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultPredictor
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(model_dir / artifact.CONFIG_FILE))
+    cfg.MODEL.WEIGHTS = str(model_dir / artifact.WEIGHTS_FILE)
+    cfg.MODEL.DEVICE = "cpu"
+    default_predictor = DefaultPredictor(cfg)
+
+    def predict(rgb: np.ndarray) -> Expected:
+        instances = default_predictor(np.ascontiguousarray(rgb[:, :, ::-1]))["instances"].to("cpu")
+        return Expected(
+            boxes=instances.pred_boxes.tensor.numpy(),
+            scores=instances.scores.numpy(),
+            classes=instances.pred_classes.numpy(),
+            masks=instances.pred_masks.numpy(),
+        )
+
+    return predict
+
+
+def hide_detectron2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import detectron2` fail as on a host without it, whether or not it is installed."""
+    for name in list(sys.modules):
+        if name.split(".")[0] == "detectron2" or name == "inference_server.backends.detectron2":
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "detectron2", None)  # None makes its import raise
 
 
 @pytest.fixture(scope="session")
