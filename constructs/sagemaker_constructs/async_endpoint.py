@@ -86,13 +86,8 @@ class AsyncEndpoint(InferenceEndpoint):
     def auto_scale_instance_count(
         self, *, min_capacity: int, max_capacity: int
     ) -> ScalableAsyncInstanceCount:
-        return ScalableAsyncInstanceCount(
-            self,
-            "InstanceCount",
-            endpoint_name=self.endpoint_name,
-            variant_name=self.variant_name,
-            min_capacity=min_capacity,
-            max_capacity=max_capacity,
+        return self._auto_scale(
+            ScalableAsyncInstanceCount, "InstanceCount", min_capacity=min_capacity, max_capacity=max_capacity
         )
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -1,10 +1,15 @@
 """What every SageMaker endpoint construct shares: one variant, config + endpoint, invoke grant."""
 
+from typing import TypeVar
+
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from .packaged_model import PackagedModel
+from .scaling import ScalableVariantAttribute
+
+ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
 
 # Stable across updates so scaling targets and metrics keep pointing at the same variant.
 VARIANT_NAME = "AllTraffic"
@@ -54,6 +59,18 @@ class InferenceEndpoint(Construct):
         )
         self.endpoint_name = self.endpoint.attr_endpoint_name
         self.endpoint_arn = self.endpoint.ref
+
+    def _auto_scale(
+        self, attribute: type[ScalableT], construct_id: str, *, min_capacity: int, max_capacity: int
+    ) -> ScalableT:
+        return attribute(
+            self,
+            construct_id,
+            endpoint_name=self.endpoint_name,
+            variant_name=self.variant_name,
+            min_capacity=min_capacity,
+            max_capacity=max_capacity,
+        )
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         return iam.Grant.add_to_principal(

@@ -34,11 +34,6 @@ class RealtimeEndpoint(InferenceEndpoint):
             )
 
     def auto_scale_instance_count(self, *, min_capacity: int, max_capacity: int) -> ScalableInstanceCount:
-        return ScalableInstanceCount(
-            self,
-            "InstanceCount",
-            endpoint_name=self.endpoint_name,
-            variant_name=self.variant_name,
-            min_capacity=min_capacity,
-            max_capacity=max_capacity,
+        return self._auto_scale(
+            ScalableInstanceCount, "InstanceCount", min_capacity=min_capacity, max_capacity=max_capacity
         )

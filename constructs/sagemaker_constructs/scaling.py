@@ -18,7 +18,9 @@ SERVICE_LINKED_ROLE = (
 )
 
 
-class _ScalableVariantAttribute(Construct):
+class ScalableVariantAttribute(Construct):
+    """A variant attribute registered with Application Auto Scaling; subclasses add policies."""
+
     DIMENSION: str
 
     def __init__(
@@ -52,7 +54,7 @@ class _ScalableVariantAttribute(Construct):
         )
 
 
-class ScalableInstanceCount(_ScalableVariantAttribute):
+class ScalableInstanceCount(ScalableVariantAttribute):
     """Instance count of a real-time variant."""
 
     DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -77,7 +79,7 @@ class BacklogScaling:
     has_backlog_without_capacity: cloudwatch.Alarm
 
 
-class ScalableAsyncInstanceCount(_ScalableVariantAttribute):
+class ScalableAsyncInstanceCount(ScalableVariantAttribute):
     """Instance count of an async variant, which may scale to zero."""
 
     DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -132,7 +134,7 @@ class ScalableAsyncInstanceCount(_ScalableVariantAttribute):
         return BacklogScaling(tracking, scale_out_from_zero, alarm)
 
 
-class ScalableProvisionedConcurrency(_ScalableVariantAttribute):
+class ScalableProvisionedConcurrency(ScalableVariantAttribute):
     """Provisioned concurrency of a serverless variant."""
 
     DIMENSION = "sagemaker:variant:DesiredProvisionedConcurrency"

@@ -37,11 +37,9 @@ class ServerlessEndpoint(InferenceEndpoint):
     def auto_scale_provisioned_concurrency(
         self, *, min_capacity: int, max_capacity: int
     ) -> ScalableProvisionedConcurrency:
-        return ScalableProvisionedConcurrency(
-            self,
+        return self._auto_scale(
+            ScalableProvisionedConcurrency,
             "ProvisionedConcurrency",
-            endpoint_name=self.endpoint_name,
-            variant_name=self.variant_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,
         )
