@@ -7,7 +7,14 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
-from sagemaker_constructs import AsyncEndpoint, InferenceImages, ModelData, ModelRegistry, RealtimeEndpoint
+from sagemaker_constructs import (
+    AsyncEndpoint,
+    InferenceImages,
+    ModelData,
+    ModelRegistry,
+    PackagedModel,
+    RealtimeEndpoint,
+)
 from sagemaker_constructs.instance_types import is_burstable, is_gpu, is_neuron
 from sagemaker_constructs.settings import AsyncConfig, RealtimeConfig
 from sagemaker_constructs.storage import ArtifactStore
@@ -142,18 +149,22 @@ def test_instance_type_families():
     ]
 
 
+def make_registry(stack: cdk.Stack, directory, **overrides) -> ModelRegistry:
+    (directory / "Dockerfile").write_text("FROM scratch AS cpu\nFROM cpu AS gpu\n")
+    props = {
+        "group_name": "team-a-models",
+        "description": "d",
+        "approval_status": "Approved",
+        "images": InferenceImages(stack, "Images", directory=directory),
+        "model_data": ModelData(stack, "ModelData", location="s3://b-1/m.tar.gz"),
+        "package_arn_parameter_name": "/TeamA/model-package-arn",
+        **overrides,
+    }
+    return ModelRegistry(stack, "Registry", **props)
+
+
 def test_registry_takes_its_approval_status_and_group_from_the_caller(stack, tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM scratch AS cpu\nFROM cpu AS gpu\n")
-    registry = ModelRegistry(
-        stack,
-        "Registry",
-        group_name="team-a-models",
-        description="d",
-        approval_status="PendingManualApproval",
-        images=InferenceImages(stack, "Images", directory=tmp_path),
-        model_data=ModelData(stack, "ModelData", location="s3://b-1/m.tar.gz"),
-        package_arn_parameter_name="/TeamA/model-package-arn",
-    )
+    registry = make_registry(stack, tmp_path, approval_status="PendingManualApproval")
 
     template = Template.from_stack(stack)
 
@@ -163,3 +174,26 @@ def test_registry_takes_its_approval_status_and_group_from_the_caller(stack, tmp
     )
     template.has_resource_properties("AWS::SSM::Parameter", {"Name": "/TeamA/model-package-arn"})
     assert registry.package_arn_for(stack) == registry.package_arn
+
+
+def test_a_cpu_instance_type_deploys_the_cpu_specification_from_another_stack(tmp_path):
+    app = cdk.App()
+    registry = make_registry(cdk.Stack(app, "Shared"), tmp_path)
+    mode_stack = cdk.Stack(app, "Realtime")
+    role = iam.Role(mode_stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+
+    PackagedModel(
+        mode_stack, "Model", registry=registry, role=role, mode="realtime", instance_type="ml.m5.xlarge"
+    )
+
+    template = Template.from_stack(mode_stack).to_json()
+    (model,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::Model"]
+    (parameter_id,) = [
+        k for k, p in template["Parameters"].items() if p.get("Default") == "/TeamA/model-package-arn"
+    ]
+    assert model["Properties"]["PrimaryContainer"] == {
+        "Environment": {"INFERENCE_MODE": "realtime"},
+        "InferenceSpecificationName": "cpu",
+        "ModelPackageName": {"Ref": parameter_id},
+    }
+    assert model["Properties"]["EnableNetworkIsolation"] is True
