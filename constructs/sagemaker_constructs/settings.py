@@ -100,6 +100,9 @@ class _Section(BaseModel):
 
 
 class _Scaling(_Section):
+    # Bounds and defaults per mode in the subclasses.
+    min_capacity: int
+    max_capacity: int
     scale_in_cooldown_seconds: Seconds = 300
     scale_out_cooldown_seconds: Seconds = 60
 
