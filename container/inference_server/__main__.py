@@ -28,12 +28,14 @@ GRACEFUL_SHUTDOWN_S = 25
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m inference_server",
-        description="Serve a packaged model (an extracted model.tar.gz) over SageMaker's inference HTTP contract.",
+        description="Serve an extracted model.tar.gz over SageMaker's inference HTTP contract.",
     )
     parser.add_argument("command", nargs="?", choices=["serve"], help="optional; SageMaker passes `serve`")
     parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)")
-    parser.add_argument("--model-dir", type=Path, help="extracted artifact (default $MODEL_DIR or /opt/ml/model)")
+    parser.add_argument(
+        "--model-dir", type=Path, help="extracted artifact (default $MODEL_DIR or /opt/ml/model)"
+    )
     return parser.parse_args(argv)
 
 
@@ -51,10 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inference_server: error: {error}", file=sys.stderr)
         return 2
     if not settings.model_dir.is_dir():
-        print(f"inference_server: error: model directory {settings.model_dir} does not exist", file=sys.stderr)
+        print(
+            f"inference_server: error: model directory {settings.model_dir} does not exist", file=sys.stderr
+        )
         return 2
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
 
     load_failed = False

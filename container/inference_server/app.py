@@ -82,6 +82,7 @@ class ModelServer:
         from inference_server import artifact  # the ML stack loads here, after the port is bound
 
         started = time.perf_counter()
+        codecs.preload_encoders()
         handlers = Handlers.compose(artifact.load_user_module(self.settings.model_dir))
         if handlers.overridden:
             logger.info("code/inference.py overrides %s", ", ".join(sorted(handlers.overridden)))
@@ -92,7 +93,9 @@ class ModelServer:
             logger.info("warm-up skipped: a custom input_fn defines the model's input")
         else:
             context = self.request_context("warm-up", {}, model)
-            handlers.predict(np.random.default_rng(0).integers(0, 256, WARMUP_SHAPE, np.uint8), model, context)
+            handlers.predict(
+                np.random.default_rng(0).integers(0, 256, WARMUP_SHAPE, np.uint8), model, context
+            )
         self.handlers, self.model = handlers, model
         logger.info(
             "model loaded from %s in %.2f s, warmed up in %.2f s; %s mode, request limit %d bytes, "
@@ -131,7 +134,9 @@ class ModelServer:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 data = await self._run(self._codec_threads, handlers.decode, body, context)
                 prediction = await self._run(self._model_thread, handlers.predict, data, self.model, context)
-                payload, response_type = await self._run(self._codec_threads, handlers.encode, prediction, context)
+                payload, response_type = await self._run(
+                    self._codec_threads, handlers.encode, prediction, context
+                )
         except TimeoutError:
             raise RequestTimedOut(
                 f"the request took over {self.settings.request_timeout_s} s (REQUEST_TIMEOUT_S) "

@@ -23,7 +23,13 @@ import pycocotools.mask as mask_util
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference_server.backends.base import Detections
-from inference_server.errors import ImageTooLarge, InvalidInput, InvalidOption, NotAcceptable, UnsupportedMediaType
+from inference_server.errors import (
+    ImageTooLarge,
+    InvalidInput,
+    InvalidOption,
+    NotAcceptable,
+    UnsupportedMediaType,
+)
 
 JSON = "application/json"
 # Formats a raw or base64 image body may be in. TIFF, GIF and the rest are left out: they add
@@ -57,7 +63,8 @@ def decode_image(body: bytes, content_type: str, *, input_format: str, max_pixel
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
+            f"image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
         )
 
 
@@ -97,12 +104,16 @@ def decode_npy(body: bytes, max_pixels: int) -> np.ndarray:
     buffer = io.BytesIO(body)
     try:
         version = np.lib.format.read_magic(buffer)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(buffer)
     except (ValueError, OSError, EOFError) as error:
         raise InvalidInput(f"body is not a .npy array: {error}") from None
     if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
-        raise InvalidInput(f"a .npy image must be HWC uint8 with 3 (RGB) channels; got shape {shape} dtype {dtype}")
+        raise InvalidInput(
+            f"a .npy image must be HWC uint8 with 3 (RGB) channels; got shape {shape} dtype {dtype}"
+        )
     _check_pixels(shape[1], shape[0], max_pixels)
     buffer.seek(0)
     try:
@@ -185,7 +196,9 @@ def parse_options(custom_attributes: str | None) -> RequestOptions:
             continue
         key, separator, raw = (part.strip() for part in item.partition("="))
         if key not in _OPTION_PARSERS or not separator:
-            raise InvalidOption(f"custom attribute {item.strip()!r} is not supported; allowed: {_ALLOWED_OPTIONS}")
+            raise InvalidOption(
+                f"custom attribute {item.strip()!r} is not supported; allowed: {_ALLOWED_OPTIONS}"
+            )
         if key in values:
             raise InvalidOption(f"custom attribute {key!r} is given more than once")
         parse, allowed = _OPTION_PARSERS[key]
@@ -222,7 +235,9 @@ def encode_rle(masks: np.ndarray) -> list[dict]:
     if len(masks) == 0:
         return []
     rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
-    return [{"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in rles]
+    return [
+        {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in rles
+    ]
 
 
 def encode_polygons(mask: np.ndarray) -> list[list[float]]:
@@ -230,11 +245,19 @@ def encode_polygons(mask: np.ndarray) -> list[list[float]]:
 
     Lossy (holes dropped, as COCO polygons cannot express them); RLE is the exact form.
     """
-    import cv2  # only polygon requests pay for OpenCV's import, not the server's start-up
+    import cv2  # imported by preload_encoders() while the model loads, not before the port is bound
 
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     # OpenCV gives integer pixel indices; +0.5 moves them to pixel centres like detectron2's GenericMask.
-    return [(contour.reshape(-1).astype(np.float64) + 0.5).tolist() for contour in contours if len(contour) >= 3]
+    return [
+        (contour.reshape(-1).astype(np.float64) + 0.5).tolist() for contour in contours if len(contour) >= 3
+    ]
+
+
+def preload_encoders() -> None:
+    """Import what polygon encoding needs now, so a missing OpenCV stops the server at start-up
+    instead of failing the first polygon request, and that request does not pay for the import."""
+    import cv2  # noqa: F401
 
 
 def detections_document(detections: Detections, class_names: Sequence[str], options: RequestOptions) -> dict:
@@ -247,17 +270,22 @@ def detections_document(detections: Detections, class_names: Sequence[str], opti
             "score": float(score),
             "box": [float(value) for value in box],
         }
-        for class_id, score, box in zip(detections.classes[keep], detections.scores[keep], detections.boxes[keep])
+        for class_id, score, box in zip(
+            detections.classes[keep], detections.scores[keep], detections.boxes[keep], strict=True
+        )
     ]
     if detections.masks is not None and options.mask_format is not MaskFormat.NONE:
         masks = detections.masks[keep]
         if options.mask_format is MaskFormat.RLE:
-            for instance, rle in zip(instances, encode_rle(masks)):
+            for instance, rle in zip(instances, encode_rle(masks), strict=True):
                 instance["mask"] = rle
         else:
-            for instance, mask in zip(instances, masks):
+            for instance, mask in zip(instances, masks, strict=True):
                 instance["polygons"] = encode_polygons(mask)
-    return {"image": {"height": detections.image_height, "width": detections.image_width}, "instances": instances}
+    return {
+        "image": {"height": detections.image_height, "width": detections.image_width},
+        "instances": instances,
+    }
 
 
 def encode_json(document: dict) -> bytes:

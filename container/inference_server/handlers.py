@@ -120,7 +120,9 @@ class Handlers:
 
     def encode(self, prediction: Any, context: RequestContext) -> tuple[bytes, str]:
         result = _call_with_optional_context(self.output_fn, context, prediction, context.accept)
-        body, response_type = result if isinstance(result, tuple) else (result, _first_concrete(context.accept))
+        body, response_type = (
+            result if isinstance(result, tuple) else (result, _first_concrete(context.accept))
+        )
         return (body.encode("utf-8") if isinstance(body, str) else bytes(body)), response_type
 
 

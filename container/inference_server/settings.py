@@ -55,7 +55,9 @@ MODE_LIMITS: dict[InferenceMode, ModeLimits] = {
     InferenceMode.SERVERLESS: ModeLimits(max_request_bytes=4 * MIB, request_timeout_s=60),
     InferenceMode.ASYNC: ModeLimits(max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S),
     # max_request_bytes comes from SAGEMAKER_MAX_PAYLOAD_IN_MB in batch mode.
-    InferenceMode.BATCH: ModeLimits(max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S),
+    InferenceMode.BATCH: ModeLimits(
+        max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S
+    ),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -87,7 +89,11 @@ class Settings:
         One model copy serialises inference, so a second concurrent transform would only queue and
         eat into its invocation timeout; an image is one record, never split or concatenated.
         """
-        return {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": self.batch_payload_mb}
+        return {
+            "MaxConcurrentTransforms": 1,
+            "BatchStrategy": "SINGLE_RECORD",
+            "MaxPayloadInMB": self.batch_payload_mb,
+        }
 
     @classmethod
     def from_env(
@@ -108,19 +114,27 @@ class Settings:
         batch_payload_mb = reader.integer(
             "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_BATCH_PAYLOAD_MB, minimum=1, maximum=MAX_BATCH_PAYLOAD_MB
         )
-        max_request_bytes = batch_payload_mb * MIB if mode is InferenceMode.BATCH else limits.max_request_bytes
+        max_request_bytes = (
+            batch_payload_mb * MIB if mode is InferenceMode.BATCH else limits.max_request_bytes
+        )
         settings = cls(
             mode=mode,
             host=host if host is not None else DEFAULT_HOST,
-            port=port if port is not None else reader.integer("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 1, 65535),
-            model_dir=Path(model_dir if model_dir is not None else environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR),
+            port=port
+            if port is not None
+            else reader.integer("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 1, 65535),
+            model_dir=Path(
+                model_dir if model_dir is not None else environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR
+            ),
             max_request_bytes=max_request_bytes,
             max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
             request_timeout_s=reader.integer(
                 "REQUEST_TIMEOUT_S", limits.request_timeout_s, minimum=1, maximum=MAX_TIMEOUT_S
             ),
             batch_payload_mb=batch_payload_mb,
-            batch_record_errors=reader.choice("BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT),
+            batch_record_errors=reader.choice(
+                "BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT
+            ),
             log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "info"),
         )
         if port is not None and not 1 <= port <= 65535:

@@ -53,7 +53,9 @@ class RunningServer:
     def ping(self, timeout: float = 5) -> requests.Response:
         return requests.get(f"{self.url}/ping", timeout=timeout)
 
-    def invoke(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> requests.Response:
+    def invoke(
+        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
         return requests.post(
             f"{self.url}/invocations",
             data=body,
@@ -102,7 +104,9 @@ class ServerLauncher:
     ) -> RunningServer:
         port = free_port()
         process_env = {key: value for key, value in os.environ.items() if key not in SERVER_ENV_VARS}
-        process_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")]))
+        process_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")])
+        )
         process_env.update(env or {})
         log_path = self.log_dir / f"server-{port}.log"
         with log_path.open("wb") as log:

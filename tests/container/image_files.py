@@ -15,7 +15,9 @@ STORED_FOR_ORIENTATION = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTAT
 EXIF_ORIENTATION_TAG = 0x0112
 
 
-def image_bytes(image: Image.Image | np.ndarray, fmt: str = "PNG", orientation: int | None = None, **save_args) -> bytes:
+def image_bytes(
+    image: Image.Image | np.ndarray, fmt: str = "PNG", orientation: int | None = None, **save_args
+) -> bytes:
     """The file bytes of an image; with `orientation`, the pixels are stored turned as a camera would
     and the EXIF tag says how to turn them back upright."""
     if isinstance(image, np.ndarray):

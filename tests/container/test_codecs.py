@@ -14,7 +14,13 @@ from PIL import Image
 from inference_server import codecs
 from inference_server.backends.base import Detections
 from inference_server.codecs import MaskFormat, RequestOptions
-from inference_server.errors import ImageTooLarge, InvalidInput, InvalidOption, NotAcceptable, UnsupportedMediaType
+from inference_server.errors import (
+    ImageTooLarge,
+    InvalidInput,
+    InvalidOption,
+    NotAcceptable,
+    UnsupportedMediaType,
+)
 
 from .image_files import image_bytes, json_body, noise_image, npy_bytes
 
@@ -98,7 +104,9 @@ def test_palette_with_transparency_becomes_rgb():
 
 
 def test_unsupported_content_type_names_the_supported_ones():
-    with pytest.raises(UnsupportedMediaType, match=r"'image/gif' is not supported; use one of: image/jpeg, image/png"):
+    with pytest.raises(
+        UnsupportedMediaType, match=r"'image/gif' is not supported; use one of: image/jpeg, image/png"
+    ):
         decode(b"GIF89a", "image/gif")
     with pytest.raises(UnsupportedMediaType, match=r"'\(none\)'"):
         decode(b"x", "")
@@ -113,12 +121,20 @@ def test_unsupported_content_type_names_the_supported_ones():
         (image_bytes(noise_image(), "JPEG")[:-500], "image/jpeg", "image data is corrupt or truncated"),
         (image_bytes(noise_image())[:-50], "image/png", "image data is corrupt or truncated"),
         (b"\x93NUMPY garbage", "application/x-npy", "body is not a .npy array"),
-        (npy_bytes(noise_image().astype(np.float32)), "application/x-npy", "HWC uint8 with 3 \\(RGB\\) channels"),
+        (
+            npy_bytes(noise_image().astype(np.float32)),
+            "application/x-npy",
+            "HWC uint8 with 3 \\(RGB\\) channels",
+        ),
         (npy_bytes(noise_image()[:, :, 0]), "application/x-npy", "got shape \\(48, 64\\)"),
-        (npy_bytes(np.full((2, 2, 3), None, dtype=object), allow_pickle=True), "application/x-npy", "dtype object"),
+        (
+            npy_bytes(np.full((2, 2, 3), None, dtype=object), allow_pickle=True),
+            "application/x-npy",
+            "dtype object",
+        ),
         (npy_bytes(noise_image())[:-10], "application/x-npy", "not a readable .npy array"),
         (b"{not json", "application/json", "body is not valid JSON"),
-        (b'{"img": "AAAA"}', "application/json", "must be \\{\"image\""),
+        (b'{"img": "AAAA"}', "application/json", 'must be \\{"image"'),
         (b'{"image": "AAAA", "extra": 1}', "application/json", "got \\['extra', 'image'\\]"),
         (b'{"image": "***"}', "application/json", '"image" is not valid base64'),
         (json_body(b"not an image"), "application/json", "body is not a JPEG or PNG or WEBP or BMP image"),
@@ -132,7 +148,9 @@ def test_undecodable_bodies_say_what_is_wrong(body, content_type, message):
 def test_pixel_limit_is_checked_from_the_header_before_decoding():
     png = image_bytes(noise_image(100, 100))
     assert decode(png, "image/png", max_pixels=10_000).shape == (100, 100, 3)
-    with pytest.raises(ImageTooLarge, match=r"100x100 = 10000 pixels; the limit is 9999 \(MAX_IMAGE_PIXELS\)"):
+    with pytest.raises(
+        ImageTooLarge, match=r"100x100 = 10000 pixels; the limit is 9999 \(MAX_IMAGE_PIXELS\)"
+    ):
         decode(png, "image/png", max_pixels=9_999)
 
 
@@ -153,7 +171,9 @@ def npy_header_only(shape: tuple[int, ...]) -> bytes:
 
 
 def test_options_default_when_the_header_is_absent():
-    assert codecs.parse_options(None) == RequestOptions(score_threshold=0.0, max_detections=None, mask_format=MaskFormat.RLE)
+    assert codecs.parse_options(None) == RequestOptions(
+        score_threshold=0.0, max_detections=None, mask_format=MaskFormat.RLE
+    )
 
 
 def test_options_parse_from_custom_attributes():
@@ -168,8 +188,11 @@ def test_options_parse_from_custom_attributes():
         ("score_threshold=high", r"score_threshold='high' is invalid"),
         ("max_detections=0", r"max_detections='0' is invalid; allowed: an integer >= 1"),
         ("mask_format=png", r"mask_format='png' is invalid; allowed: rle \| polygon \| none"),
-        ("score_treshold=0.5", r"'score_treshold=0.5' is not supported; allowed: score_threshold \(a number in 0..1\), "
-         r"max_detections \(an integer >= 1\), mask_format \(rle \| polygon \| none\)"),
+        (
+            "score_treshold=0.5",
+            r"'score_treshold=0.5' is not supported; allowed: score_threshold \(a number in 0..1\), "
+            r"max_detections \(an integer >= 1\), mask_format \(rle \| polygon \| none\)",
+        ),
         ("mask_format", r"'mask_format' is not supported"),
         ("max_detections=1,max_detections=2", "'max_detections' is given more than once"),
     ],
@@ -179,13 +202,17 @@ def test_invalid_options_name_the_option_and_the_allowed_values(header, message)
         codecs.parse_options(header)
 
 
-@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json", "application/*", "text/html, application/json;q=0.9"])
+@pytest.mark.parametrize(
+    "accept", [None, "", "*/*", "application/json", "application/*", "text/html, application/json;q=0.9"]
+)
 def test_accept_headers_that_allow_json(accept):
     assert codecs.negotiate(accept) == "application/json"
 
 
 def test_accept_without_json_is_not_acceptable():
-    with pytest.raises(NotAcceptable, match="Accept 'text/csv' cannot be met; responses are application/json"):
+    with pytest.raises(
+        NotAcceptable, match="Accept 'text/csv' cannot be met; responses are application/json"
+    ):
         codecs.negotiate("text/csv")
 
 
@@ -202,7 +229,7 @@ def random_masks(count: int, height: int = 30, width: int = 40, seed: int = 0) -
 def test_rle_round_trips_exactly_through_pycocotools():
     masks = random_masks(5)
     rles = codecs.encode_rle(masks)
-    for mask, rle in zip(masks, rles):
+    for mask, rle in zip(masks, rles, strict=True):
         assert rle["size"] == [30, 40] and isinstance(rle["counts"], str)
         decoded = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode("utf-8")})
         np.testing.assert_array_equal(decoded.astype(bool), mask)
@@ -210,7 +237,8 @@ def test_rle_round_trips_exactly_through_pycocotools():
 
 
 def test_rle_matches_detectron2_per_mask_encoding():
-    # detectron2's instances_to_coco_json: mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
+    # detectron2's instances_to_coco_json encodes each mask as
+    # mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
     masks = random_masks(3)
     expected = [mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0] for mask in masks]
     assert [rle["counts"] for rle in codecs.encode_rle(masks)] == [rle["counts"].decode() for rle in expected]
@@ -252,7 +280,9 @@ def test_document_schema_and_values():
 
 def test_threshold_and_max_detections_select_the_best_instances():
     detections = make_detections(scores=(0.9, 0.3, 0.6, 0.8))
-    document = codecs.detections_document(detections, ("a", "b"), RequestOptions(score_threshold=0.5, max_detections=2))
+    document = codecs.detections_document(
+        detections, ("a", "b"), RequestOptions(score_threshold=0.5, max_detections=2)
+    )
     assert [round(i["score"], 2) for i in document["instances"]] == [0.9, 0.8]
 
 
@@ -260,8 +290,14 @@ def test_mask_formats():
     detections = make_detections()
     without = codecs.detections_document(detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.NONE))
     assert all("mask" not in i and "polygons" not in i for i in without["instances"])
-    polygons = codecs.detections_document(detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.POLYGON))
-    assert [bool(i["polygons"]) for i in polygons["instances"]] == [False, True, True]  # the empty mask has none
+    polygons = codecs.detections_document(
+        detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.POLYGON)
+    )
+    assert [bool(i["polygons"]) for i in polygons["instances"]] == [
+        False,
+        True,
+        True,
+    ]  # the empty mask has none
     no_mask_head = codecs.detections_document(make_detections(masks=False), ("a", "b"), RequestOptions())
     assert all("mask" not in i for i in no_mask_head["instances"])
 

@@ -125,7 +125,9 @@ def test_per_request_options(served):
 
     assert with_options(f"score_threshold={threshold!r}") == everything[:3]
     assert with_options("max_detections=1") == everything[:1]
-    assert with_options("mask_format=none") == [{k: v for k, v in i.items() if k != "mask"} for i in everything]
+    assert with_options("mask_format=none") == [
+        {k: v for k, v in i.items() if k != "mask"} for i in everything
+    ]
     polygons = with_options("mask_format=polygon,max_detections=2")
     assert [set(i) for i in polygons] == [{"class_id", "class_name", "score", "box", "polygons"}] * 2
     for instance in polygons:
@@ -146,31 +148,50 @@ def assert_error(response: requests.Response, status: int, code: str, message: s
 def test_every_client_error_status_and_the_server_keeps_serving(server):
     jpeg = INPUT_PHOTO.read_bytes()
     assert_error(server.invoke(b"\xff\xd8garbage", "image/jpeg"), 400, "invalid_input", "not a JPEG image")
-    assert_error(server.invoke(b"{}", "application/json"), 400, "invalid_input", '{"image": "<base64-encoded image file>"}')
+    assert_error(
+        server.invoke(b"{}", "application/json"),
+        400,
+        "invalid_input",
+        '{"image": "<base64-encoded image file>"}',
+    )
     assert_error(
         server.invoke(jpeg, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "score_threshold=2"}),
-        400, "invalid_option", "score_threshold='2' is invalid; allowed: a number in 0..1",
+        400,
+        "invalid_option",
+        "score_threshold='2' is invalid; allowed: a number in 0..1",
     )
-    assert_error(server.invoke(jpeg, "image/jpeg", {"Accept": "text/csv"}), 406, "not_acceptable", "Accept 'text/csv'")
-    assert_error(server.invoke(jpeg, "image/gif"), 415, "unsupported_media_type", "'image/gif' is not supported")
+    assert_error(
+        server.invoke(jpeg, "image/jpeg", {"Accept": "text/csv"}), 406, "not_acceptable", "Accept 'text/csv'"
+    )
+    assert_error(
+        server.invoke(jpeg, "image/gif"), 415, "unsupported_media_type", "'image/gif' is not supported"
+    )
     assert_error(server.invoke(jpeg, ""), 415, "unsupported_media_type", "use one of: image/jpeg")
     too_big = b"\0" * (6 * 1024 * 1024 + 1)
     assert_error(server.invoke(too_big, "image/jpeg"), 413, "payload_too_large", "exceeds 6291456 bytes")
     # Without a Content-Length (chunked), the bytes actually received are counted.
     chunked = requests.post(
-        f"{server.url}/invocations", data=iter([too_big[:4_000_000], too_big[4_000_000:]]),
-        headers={"Content-Type": "image/jpeg"}, timeout=60,
+        f"{server.url}/invocations",
+        data=iter([too_big[:4_000_000], too_big[4_000_000:]]),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
     )
     assert "content-length" not in chunked.request.headers
     assert_error(chunked, 413, "payload_too_large", "the limit in realtime mode")
-    assert_error(requests.get(f"{server.url}/invocations", timeout=5), 405, "method_not_allowed", "GET /invocations")
+    assert_error(
+        requests.get(f"{server.url}/invocations", timeout=5), 405, "method_not_allowed", "GET /invocations"
+    )
     assert server.ping().status_code == 200
     assert invoke_ok(server, jpeg, "image/jpeg", {"Accept": "application/json"})["instances"]
 
 
 def test_execution_parameters(server):
     response = requests.get(f"{server.url}/execution-parameters", timeout=5)
-    assert response.json() == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
+    assert response.json() == {
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 6,
+    }
 
 
 def test_ping_answers_promptly_while_inferences_run(server):

@@ -34,7 +34,9 @@ def test_served_photo_equals_default_predictor(server, default_predictor, photo)
     from detectron2.data.detection_utils import read_image
 
     predictor, class_names = default_predictor
-    bgr = read_image(str(photo), format="BGR")  # detectron2's own reader: EXIF applied, BGR as the model expects
+    bgr = read_image(
+        str(photo), format="BGR"
+    )  # detectron2's own reader: EXIF applied, BGR as the model expects
     instances = predictor(bgr)["instances"].to("cpu")
     expected = {
         "classes": instances.pred_classes.numpy(),

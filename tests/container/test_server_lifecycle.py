@@ -83,7 +83,7 @@ OVERRIDING_INFERENCE_PY = """
 
 
     def output_fn(prediction, accept):
-        document = {"height": prediction.image_height, "width": prediction.image_width, "count": len(prediction)}
+        document = {"height": prediction.image_height, "width": prediction.image_width}
         return json.dumps(document), "application/vnd.test+json"
 """
 
@@ -123,14 +123,18 @@ class Instrumented:
 
 @pytest.fixture(scope="module")
 def instrumented_model_dir(torchvision_model_dir, tmp_path_factory) -> Path:
-    return artifact_with_code(torchvision_model_dir, tmp_path_factory.mktemp("instrumented"), INSTRUMENTED_INFERENCE_PY)
+    return artifact_with_code(
+        torchvision_model_dir, tmp_path_factory.mktemp("instrumented"), INSTRUMENTED_INFERENCE_PY
+    )
 
 
 @pytest.fixture(scope="module")
 def instrumented(start_module_server, instrumented_model_dir, tmp_path_factory) -> Instrumented:
     """Started with its model load held: what the server answered before the release is kept for the
     readiness test, then the model loads and the server is ready for the module's tests."""
-    held = Instrumented(start_module_server, instrumented_model_dir, tmp_path_factory.mktemp("records"), hold_load=True)
+    held = Instrumented(
+        start_module_server, instrumented_model_dir, tmp_path_factory.mktemp("records"), hold_load=True
+    )
     held.server.wait_until_listening()
     held.before_ready = [held.server.ping(), held.server.invoke(INPUT_PHOTO.read_bytes(), "image/jpeg")]
     held.loads_before_ready = held.lines("loads")
@@ -171,16 +175,23 @@ def test_internal_error_is_500_with_a_request_id_and_no_details(instrumented):
     assert "RuntimeError: secret internal detail" in log
     # Still serving.
     assert instrumented.server.ping().status_code == 200
-    assert instrumented.server.invoke(image_bytes(np.full((48, 64, 3), 90, np.uint8)), "image/png").status_code == 200
+    assert (
+        instrumented.server.invoke(image_bytes(np.full((48, 64, 3), 90, np.uint8)), "image/png").status_code
+        == 200
+    )
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_zero(start_server, instrumented_model_dir, tmp_path):
+def test_sigterm_finishes_the_request_in_flight_and_exits_zero(
+    start_server, instrumented_model_dir, tmp_path
+):
     held = Instrumented(start_server, instrumented_model_dir, tmp_path / "records", hold_load=False)
     held.server.wait_until_ready()
     (held.records / "predicting").unlink()  # touched by the warm-up
     (held.records / "hold-predict").touch()
     responses: list[requests.Response] = []
-    client = threading.Thread(target=lambda: responses.append(held.server.invoke(INPUT_PHOTO.read_bytes(), "image/jpeg")))
+    client = threading.Thread(
+        target=lambda: responses.append(held.server.invoke(INPUT_PHOTO.read_bytes(), "image/jpeg"))
+    )
     client.start()
     deadline = time.monotonic() + 60
     while not (held.records / "predicting").exists():
@@ -206,12 +217,19 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_zero(start_server, ins
 
 
 def test_user_handlers_replace_the_defaults(start_module_server, torchvision_model_dir, tmp_path_factory):
-    model_dir = artifact_with_code(torchvision_model_dir, tmp_path_factory.mktemp("overriding"), OVERRIDING_INFERENCE_PY)
+    model_dir = artifact_with_code(
+        torchvision_model_dir, tmp_path_factory.mktemp("overriding"), OVERRIDING_INFERENCE_PY
+    )
     server = start_module_server(model_dir)
     # Content-Type, Accept and custom attributes are the user's business once input_fn/output_fn are theirs.
-    response = server.invoke(b"40 60", "application/x-test-size", {
-        "Accept": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "trace=abc",
-    })
+    response = server.invoke(
+        b"40 60",
+        "application/x-test-size",
+        {
+            "Accept": "text/csv",
+            "X-Amzn-SageMaker-Custom-Attributes": "trace=abc",
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/vnd.test+json"
     assert response.json()["height"] == 40 and response.json()["width"] == 60
@@ -221,14 +239,18 @@ def test_user_handlers_replace_the_defaults(start_module_server, torchvision_mod
 
 @pytest.fixture(scope="module")
 def serverless(start_module_server, torchvision_model_dir):
-    return start_module_server(torchvision_model_dir, {"INFERENCE_MODE": "serverless", "MAX_IMAGE_PIXELS": "100000"})
+    return start_module_server(
+        torchvision_model_dir, {"INFERENCE_MODE": "serverless", "MAX_IMAGE_PIXELS": "100000"}
+    )
 
 
 def test_serverless_limits(serverless):
     over_4_mib = serverless.invoke(b"\0" * (4 * MIB + 1), "image/jpeg")
     assert over_4_mib.status_code == 413
     assert "exceeds 4194304 bytes (4 MiB), the limit in serverless mode" in error_of(over_4_mib)["message"]
-    assert serverless.invoke(b"\0" * (4 * MIB), "image/jpeg").status_code == 400  # within the limit: decoded, not an image
+    assert (
+        serverless.invoke(b"\0" * (4 * MIB), "image/jpeg").status_code == 400
+    )  # within the limit: decoded, not an image
     photo = serverless.invoke(INPUT_PHOTO.read_bytes(), "image/jpeg")  # 640x480 = 307200 pixels
     assert photo.status_code == 413 and error_of(photo)["code"] == "image_too_large"
     assert "640x480 = 307200 pixels; the limit is 100000" in error_of(photo)["message"]
@@ -238,7 +260,9 @@ def test_serverless_limits(serverless):
 
 @pytest.fixture(scope="module")
 def batch(start_module_server, torchvision_model_dir):
-    return start_module_server(torchvision_model_dir, {"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1"})
+    return start_module_server(
+        torchvision_model_dir, {"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1"}
+    )
 
 
 def test_batch_answers_bad_records_with_error_objects(batch):

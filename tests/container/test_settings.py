@@ -24,32 +24,55 @@ def load(env: dict[str, str], **flags) -> Settings:
 def test_defaults_are_sagemaker_realtime():
     settings = load({})
     assert (settings.mode, settings.host, settings.port, settings.model_dir) == (
-        InferenceMode.REALTIME, "0.0.0.0", 8080, Path("/opt/ml/model"),
+        InferenceMode.REALTIME,
+        "0.0.0.0",
+        8080,
+        Path("/opt/ml/model"),
     )
-    assert (settings.max_request_bytes, settings.request_timeout_s, settings.max_image_pixels) == (6 * MIB, 60, 8192**2)
+    assert (settings.max_request_bytes, settings.request_timeout_s, settings.max_image_pixels) == (
+        6 * MIB,
+        60,
+        8192**2,
+    )
     assert not settings.record_errors_as_objects
 
 
 @pytest.mark.parametrize(
     ("mode", "max_request_bytes", "timeout_s"),
-    [("realtime", 6 * MIB, 60), ("serverless", 4 * MIB, 60), ("async", 1024 * MIB, 3600), ("batch", 6 * MIB, 3600)],
+    [
+        ("realtime", 6 * MIB, 60),
+        ("serverless", 4 * MIB, 60),
+        ("async", 1024 * MIB, 3600),
+        ("batch", 6 * MIB, 3600),
+    ],
 )
 def test_limits_follow_the_mode(mode, max_request_bytes, timeout_s):
     settings = load({"INFERENCE_MODE": mode})
-    assert (settings.mode, settings.max_request_bytes, settings.request_timeout_s) == (mode, max_request_bytes, timeout_s)
+    assert (settings.mode, settings.max_request_bytes, settings.request_timeout_s) == (
+        mode,
+        max_request_bytes,
+        timeout_s,
+    )
 
 
 def test_sagemaker_batch_means_batch_and_its_payload_limit_applies():
-    settings = load({"INFERENCE_MODE": "realtime", "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"})
+    settings = load(
+        {"INFERENCE_MODE": "realtime", "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}
+    )
     assert (settings.mode, settings.max_request_bytes) == (InferenceMode.BATCH, 20 * MIB)
     assert settings.execution_parameters() == {
-        "MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 20,
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 20,
     }
     assert settings.record_errors_as_objects
 
 
 def test_batch_payload_setting_does_not_change_other_modes():
-    assert load({"INFERENCE_MODE": "serverless", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "50"}).max_request_bytes == 4 * MIB
+    assert (
+        load({"INFERENCE_MODE": "serverless", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "50"}).max_request_bytes
+        == 4 * MIB
+    )
 
 
 def test_batch_record_errors_can_fail_the_job_instead():
@@ -58,10 +81,18 @@ def test_batch_record_errors_can_fail_the_job_instead():
 
 
 def test_overrides_and_flag_precedence():
-    env = {"SAGEMAKER_BIND_TO_PORT": "9000", "MODEL_DIR": "/models/a", "MAX_IMAGE_PIXELS": "1000", "REQUEST_TIMEOUT_S": "900"}
+    env = {
+        "SAGEMAKER_BIND_TO_PORT": "9000",
+        "MODEL_DIR": "/models/a",
+        "MAX_IMAGE_PIXELS": "1000",
+        "REQUEST_TIMEOUT_S": "900",
+    }
     settings = load(env)
     assert (settings.port, settings.model_dir, settings.max_image_pixels, settings.request_timeout_s) == (
-        9000, Path("/models/a"), 1000, 900,
+        9000,
+        Path("/models/a"),
+        1000,
+        900,
     )
     flagged = load(env, host="127.0.0.1", port=9100, model_dir="/models/b")
     assert (flagged.host, flagged.port, flagged.model_dir) == ("127.0.0.1", 9100, Path("/models/b"))
@@ -70,11 +101,23 @@ def test_overrides_and_flag_precedence():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"INFERENCE_MODE": "streaming"}, "INFERENCE_MODE='streaming' is invalid; allowed: realtime | async | serverless | batch"),
+        (
+            {"INFERENCE_MODE": "streaming"},
+            "INFERENCE_MODE='streaming' is invalid; allowed: realtime | async | serverless | batch",
+        ),
         ({"SAGEMAKER_BATCH": "yes"}, "SAGEMAKER_BATCH='yes' is invalid; allowed: true | false"),
-        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='101' is invalid; allowed: an integer in 1..100"),
-        ({"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT='http' is invalid; allowed: an integer in 1..65535"),
-        ({"REQUEST_TIMEOUT_S": "7200"}, "REQUEST_TIMEOUT_S='7200' is invalid; allowed: an integer in 1..3600"),
+        (
+            {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"},
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB='101' is invalid; allowed: an integer in 1..100",
+        ),
+        (
+            {"SAGEMAKER_BIND_TO_PORT": "http"},
+            "SAGEMAKER_BIND_TO_PORT='http' is invalid; allowed: an integer in 1..65535",
+        ),
+        (
+            {"REQUEST_TIMEOUT_S": "7200"},
+            "REQUEST_TIMEOUT_S='7200' is invalid; allowed: an integer in 1..3600",
+        ),
         ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS='0' is invalid; allowed: an integer >= 1"),
         ({"BATCH_RECORD_ERRORS": "skip"}, "BATCH_RECORD_ERRORS='skip' is invalid; allowed: object | fail"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is invalid; allowed: debug | info | warning | error"),
@@ -105,14 +148,17 @@ def test_cli_exits_with_one_readable_line_for_a_bad_setting(tmp_path):
     result = run_cli(["serve", "--model-dir", str(tmp_path)], {"INFERENCE_MODE": "streaming"})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "inference_server: error: INFERENCE_MODE='streaming' is invalid; allowed: realtime | async | serverless | batch"
+        "inference_server: error: INFERENCE_MODE='streaming' is invalid; "
+        "allowed: realtime | async | serverless | batch"
     ]
 
 
 def test_cli_exits_with_one_readable_line_for_a_missing_model_dir(tmp_path):
     result = run_cli(["--model-dir", str(tmp_path / "absent")], {})
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"inference_server: error: model directory {tmp_path / 'absent'} does not exist"]
+    assert result.stderr.splitlines() == [
+        f"inference_server: error: model directory {tmp_path / 'absent'} does not exist"
+    ]
 
 
 def test_cli_rejects_an_unknown_command(tmp_path):
