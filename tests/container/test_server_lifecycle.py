@@ -276,3 +276,11 @@ def test_batch_answers_bad_records_with_error_objects(batch):
     assert batch.invoke(INPUT_PHOTO.read_bytes(), "image/jpeg", {"Accept": "text/csv"}).status_code == 406
     parameters = requests.get(f"{batch.url}/execution-parameters", timeout=5).json()
     assert parameters == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 1}
+
+
+def test_a_model_that_does_not_load_stops_the_server_with_status_1(start_server, tmp_path):
+    # Exiting at once lets SageMaker report the failure now, not after the health-check timeout.
+    server = start_server(tmp_path, wait_ready=False)
+    assert server.process.wait(timeout=120) == 1
+    log = server.log()
+    assert "model failed to load" in log and "metadata.json is missing" in log

@@ -164,3 +164,21 @@ def test_cli_exits_with_one_readable_line_for_a_missing_model_dir(tmp_path):
 def test_cli_rejects_an_unknown_command(tmp_path):
     result = run_cli(["train", "--model-dir", str(tmp_path)], {})
     assert result.returncode == 2 and "invalid choice: 'train'" in result.stderr
+
+
+def test_serve_script_execs_the_server_and_accepts_sagemakers_serve_argument(tmp_path):
+    # SageMaker runs `docker run IMAGE serve`; the image's ENTRYPOINT is this script.
+    result = subprocess.run(
+        [str(CONTAINER_DIR / "bin" / "serve"), "serve", "--model-dir", str(tmp_path / "absent")],
+        env={
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(CONTAINER_DIR),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"inference_server: error: model directory {tmp_path / 'absent'} does not exist"
+    ]
