@@ -67,6 +67,8 @@ INSTRUMENTED_INFERENCE_PY = """
         finally:
             with _lock:
                 _running -= 1
+                with open(RECORDS / "finished", "a") as log:
+                    log.write("1\\n")
 """
 
 # Replaces decoding and encoding: a body "H W" becomes a grey image; the answer is a count.
@@ -102,12 +104,12 @@ def error_of(response: requests.Response) -> dict:
 class Instrumented:
     """A server on the instrumented artifact, plus the files it records to."""
 
-    def __init__(self, launcher, model_dir: Path, records: Path, hold_load: bool) -> None:
+    def __init__(self, launcher, model_dir: Path, records: Path, hold_load: bool, env=None) -> None:
         records.mkdir(parents=True, exist_ok=True)
         self.records = records
         if hold_load:
             (records / "hold-load").touch()
-        self.server = launcher(model_dir, {"TEST_RECORD_DIR": str(records)}, wait_ready=False)
+        self.server = launcher(model_dir, {"TEST_RECORD_DIR": str(records), **(env or {})}, wait_ready=False)
 
     before_ready: list[requests.Response]
     loads_before_ready: list[str]
@@ -214,6 +216,35 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_zero(
     assert [r.status_code for r in responses] == [200] and responses[0].json()["instances"]
     assert held.server.process.wait(timeout=30) == 0
     assert "Finished server process" in held.server.log()
+
+
+def test_requests_past_their_timeout_get_503_and_queued_ones_never_run(
+    start_server, instrumented_model_dir, tmp_path
+):
+    env = {"REQUEST_TIMEOUT_S": "2"}
+    held = Instrumented(start_server, instrumented_model_dir, tmp_path / "records", hold_load=False, env=env)
+    held.server.wait_until_ready()
+    predictions_at_start = len(held.lines("running"))  # the warm-up's
+    (held.records / "hold-predict").touch()
+    jpeg = INPUT_PHOTO.read_bytes()
+    with ThreadPoolExecutor(max_workers=2) as clients:
+        running = clients.submit(held.server.invoke, jpeg, "image/jpeg")
+        time.sleep(0.5)
+        queued = clients.submit(held.server.invoke, jpeg, "image/jpeg")
+        for response in (running.result(), queued.result()):
+            assert response.status_code == 503
+            assert error_of(response)["code"] == "request_timed_out"
+            assert "over 2 s (REQUEST_TIMEOUT_S)" in error_of(response)["message"]
+    (held.records / "hold-predict").unlink()
+    deadline = time.monotonic() + 120
+    while len(held.lines("finished")) < predictions_at_start + 1:  # the held prediction completes
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    # The held request ran to its end (a running inference cannot be stopped); the queued one was
+    # dropped before it reached predict_fn, and the server still serves.
+    assert len(held.lines("running")) == predictions_at_start + 1
+    assert held.server.ping().status_code == 200
 
 
 def test_user_handlers_replace_the_defaults(start_module_server, torchvision_model_dir, tmp_path_factory):
