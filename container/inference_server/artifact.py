@@ -84,7 +84,9 @@ class ArtifactMetadata(BaseModel):
 
     @field_validator("torchvision")
     @classmethod
-    def _only_for_torchvision(cls, options: TorchvisionOptions | None, info: ValidationInfo) -> TorchvisionOptions | None:
+    def _only_for_torchvision(
+        cls, options: TorchvisionOptions | None, info: ValidationInfo
+    ) -> TorchvisionOptions | None:
         backend = info.data.get("backend")
         if backend == "torchvision":
             return options or TorchvisionOptions()
@@ -193,14 +195,15 @@ def describe_mismatch(
     if shapes:
         key, in_file, in_model = shapes[0]
         more = f" and {len(shapes) - 1} more" if len(shapes) > 1 else ""
-        parts.append(f"shape mismatch for {key}: {tuple(in_file)} in the file, {tuple(in_model)} in the model{more}")
+        parts.append(
+            f"shape mismatch for {key}: {tuple(in_file)} in the file, {tuple(in_model)} in the model{more}"
+        )
     shape_keys = {key for key, _, _ in shapes}
     missing = [key for key in missing if key not in shape_keys]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         parts.append(f"{len(missing)} model weights missing from the file ({', '.join(missing[:3])}{more})")
     return f"{path} does not fit the model: " + "; ".join(parts)
-
 
 
 def first_line(error: BaseException) -> str:

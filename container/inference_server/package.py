@@ -147,12 +147,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Build a SageMaker model.tar.gz from a detectron2 (or torchvision) training output.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--training-dir", type=Path, help="training OUTPUT_DIR: config.yaml + model_final.pth (or last_checkpoint)")
+    source.add_argument(
+        "--training-dir",
+        type=Path,
+        help="training OUTPUT_DIR: config.yaml + model_final.pth (or last_checkpoint)",
+    )
     source.add_argument("--weights", type=Path, help="weights file (.pth, or a detectron2 .pkl)")
     parser.add_argument("--config", type=Path, help="detectron2 config.yaml (with --weights)")
-    parser.add_argument("--class-names", nargs="+", required=True, metavar="NAME", help="one per class, in class-id order")
+    parser.add_argument(
+        "--class-names", nargs="+", required=True, metavar="NAME", help="one per class, in class-id order"
+    )
     parser.add_argument("--backend", choices=("detectron2", "torchvision"), default="detectron2")
-    parser.add_argument("--code", type=Path, help="inference.py, or a directory holding it, with handler overrides")
+    parser.add_argument(
+        "--code", type=Path, help="inference.py, or a directory holding it, with handler overrides"
+    )
     parser.add_argument("--output", type=Path, required=True, help="where to write model.tar.gz")
     tv = parser.add_argument_group("torchvision backend (detectron2 reads these from its config)")
     tv.add_argument("--architecture", choices=("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"))
@@ -188,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.backend == "torchvision":
                 config = None
         try:
-            options = TorchvisionOptions(**args.torchvision_options) if args.backend == "torchvision" else None
+            options = (
+                TorchvisionOptions(**args.torchvision_options) if args.backend == "torchvision" else None
+            )
         except ValidationError as error:
             raise ArtifactError(describe_validation_error(error)) from None
         build_artifact(
@@ -204,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     size_mb = args.output.stat().st_size / 1e6
-    print(f"wrote {args.output} ({size_mb:.1f} MB, {args.backend}, {len(args.class_names)} classes) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"wrote {args.output} ({size_mb:.1f} MB, {args.backend}, {len(args.class_names)} classes)"
+        f" in {time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 

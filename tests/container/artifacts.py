@@ -56,7 +56,9 @@ def build_torchvision_artifact(
         detections_per_image=detections_per_image,
     )
     torch.manual_seed(seed)
-    model = build_model(ArtifactMetadata(backend="torchvision", class_names=tuple(class_names), torchvision=options))
+    model = build_model(
+        ArtifactMetadata(backend="torchvision", class_names=tuple(class_names), torchvision=options)
+    )
     weights = dest / "weights.pth"
     torch.save(model.state_dict(), weights)
     return package_and_extract(
@@ -116,7 +118,9 @@ def build_detectron2_artifact(
     """detectron2 R50-FPN Mask R-CNN (model-zoo config) with seeded random weights, packaged from
     its training directory exactly as a user would; **config goes to write_detectron2_training_output."""
     dest.mkdir(parents=True, exist_ok=True)
-    training_dir = write_detectron2_training_output(dest / "output", seed=seed, num_classes=len(class_names), **config)
+    training_dir = write_detectron2_training_output(
+        dest / "output", seed=seed, num_classes=len(class_names), **config
+    )
     weights = training_dir / "model_final.pth"
     return package_and_extract(
         dest,
@@ -146,7 +150,10 @@ def torchvision_reference(model_dir: Path) -> Callable[[np.ndarray], Expected]:
 
     metadata = artifact.read_metadata(model_dir)
     options = metadata.torchvision
-    constructor = {"maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn, "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2}
+    constructor = {
+        "maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn,
+        "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2,
+    }
     model = constructor[options.architecture](
         weights=None,
         weights_backbone=None,

@@ -37,12 +37,21 @@ def test_torchvision_metadata_gets_default_options_when_the_block_is_omitted(tmp
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"backend": "onnx", "class_names": ["a"]}, r"backend: Input should be 'detectron2' or 'torchvision'"),
+        (
+            {"backend": "onnx", "class_names": ["a"]},
+            r"backend: Input should be 'detectron2' or 'torchvision'",
+        ),
         ({"backend": "detectron2", "class_names": []}, r"class_names: .*at least 1 item"),
         ({"backend": "detectron2", "class_names": ["a", "a"]}, r"class_names: must be unique, repeated: a"),
         ({"backend": "detectron2", "class_names": [""]}, r"class_names\.0: .*at least 1 character"),
-        ({"backend": "detectron2", "class_names": ["a"], "format_version": 2}, r"format_version: Input should be 1"),
-        ({"backend": "detectron2", "class_names": ["a"], "labels": ["a"]}, r"labels: Extra inputs are not permitted"),
+        (
+            {"backend": "detectron2", "class_names": ["a"], "format_version": 2},
+            r"format_version: Input should be 1",
+        ),
+        (
+            {"backend": "detectron2", "class_names": ["a"], "labels": ["a"]},
+            r"labels: Extra inputs are not permitted",
+        ),
         (
             {"backend": "detectron2", "class_names": ["a"], "torchvision": {"min_size": 320}},
             r"torchvision: only allowed with backend torchvision, not detectron2",
@@ -83,7 +92,9 @@ def test_a_detectron2_artifact_without_detectron2_says_how_to_get_it(tmp_path, m
     hide_detectron2(monkeypatch)
     write_metadata(tmp_path, backend="detectron2", class_names=["balloon"])
 
-    with pytest.raises(ArtifactError, match=r"uses the detectron2 backend but detectron2 is not installed: build it"):
+    with pytest.raises(
+        ArtifactError, match=r"uses the detectron2 backend but detectron2 is not installed: build it"
+    ):
         load_predictor(tmp_path)
 
 

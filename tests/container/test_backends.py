@@ -24,7 +24,11 @@ def assert_same_detections(actual: Detections, expected: Expected) -> None:
     np.testing.assert_array_equal(actual.boxes, expected.boxes)
     np.testing.assert_array_equal(actual.scores, expected.scores)
     np.testing.assert_array_equal(actual.classes, expected.classes)
-    assert (actual.boxes.dtype, actual.scores.dtype, actual.classes.dtype) == (np.float32, np.float32, np.int64)
+    assert (actual.boxes.dtype, actual.scores.dtype, actual.classes.dtype) == (
+        np.float32,
+        np.float32,
+        np.int64,
+    )
     assert actual.masks.dtype == bool
     np.testing.assert_array_equal(actual.masks, expected.masks)
 

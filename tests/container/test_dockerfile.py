@@ -128,7 +128,9 @@ def test_each_target_installs_the_pinned_torch_build_for_its_device(dockerfile, 
     cuda_major, cuda_minor, _ = dockerfile.global_args["CUDA_VERSION"].split(".")
     wheel_index = f"https://download.pytorch.org/whl/{index.format(cuda=cuda_major + cuda_minor)}"
     runs = " ".join(dockerfile.stages[f"{target}-build"].arguments("RUN"))
-    assert f"--index-url {wheel_index} torch==${{TORCH_VERSION}} torchvision==${{TORCHVISION_VERSION}}" in runs
+    assert (
+        f"--index-url {wheel_index} torch==${{TORCH_VERSION}} torchvision==${{TORCHVISION_VERSION}}" in runs
+    )
     assert "-r /tmp/requirements.txt" in runs
 
 
@@ -152,7 +154,10 @@ def test_every_installed_package_is_pinned(dockerfile):
     packages = [
         *dockerfile.global_args["DETECTRON2_RUNTIME_DEPS"].split(),
         *dockerfile.global_args["BUILD_TOOLS"].split(),
-        *(f"{name}=={version}" for name, version in requirement_pins(CONTAINER_DIR / "requirements.txt").items()),
+        *(
+            f"{name}=={version}"
+            for name, version in requirement_pins(CONTAINER_DIR / "requirements.txt").items()
+        ),
     ]
     unpinned = [package for package in packages if not re.fullmatch(r"[\w.-]+==[\w.+-]+", package)]
     assert packages and not unpinned
@@ -162,7 +167,11 @@ def test_every_installed_package_is_pinned(dockerfile):
 
 def test_serving_requirements_agree_with_the_dev_environment():
     serving = requirement_pins(CONTAINER_DIR / "requirements.txt")
-    everything = requirement_pins(REPO_ROOT / "requirements.txt") | serving | requirement_pins(REPO_ROOT / "requirements-dev.txt")
+    everything = (
+        requirement_pins(REPO_ROOT / "requirements.txt")
+        | serving
+        | requirement_pins(REPO_ROOT / "requirements-dev.txt")
+    )
     assert {name: everything[name] for name in serving} == serving
 
 

@@ -14,7 +14,12 @@ import torch
 
 from inference_server import package
 from inference_server.artifact import load_predictor, load_user_module, read_metadata
-from tests.container.artifacts import CLASS_NAMES, DETECTRON2_MISSING, hide_detectron2, write_detectron2_training_output
+from tests.container.artifacts import (
+    CLASS_NAMES,
+    DETECTRON2_MISSING,
+    hide_detectron2,
+    write_detectron2_training_output,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,14 +52,20 @@ def torchvision_weights(torchvision_model_dir) -> Path:
 def torchvision_flags(torchvision_model_dir) -> list[str]:
     options = read_metadata(torchvision_model_dir).torchvision
     return [
-        "--backend", "torchvision",
-        "--min-size", options.min_size,
-        "--max-size", options.max_size,
-        "--detections-per-image", options.detections_per_image,
-    ]  # fmt: skip
+        "--backend",
+        "torchvision",
+        "--min-size",
+        options.min_size,
+        "--max-size",
+        options.max_size,
+        "--detections-per-image",
+        options.detections_per_image,
+    ]
 
 
-def test_packaging_the_same_inputs_twice_gives_identical_bytes(tmp_path, torchvision_model_dir, torchvision_weights):
+def test_packaging_the_same_inputs_twice_gives_identical_bytes(
+    tmp_path, torchvision_model_dir, torchvision_weights
+):
     first = torchvision_model_dir.parent / "model.tar.gz"
     metadata = read_metadata(torchvision_model_dir)
 
@@ -71,18 +82,29 @@ def test_packaging_the_same_inputs_twice_gives_identical_bytes(tmp_path, torchvi
     with tarfile.open(second) as archive:
         members = archive.getmembers()
     assert [member.name for member in members] == ["metadata.json", "model_final.pth"]
-    assert {(member.mtime, member.uid, member.gid, member.uname, member.mode) for member in members} == {(0, 0, 0, "", 0o644)}
+    assert {(member.mtime, member.uid, member.gid, member.uname, member.mode) for member in members} == {
+        (0, 0, 0, "", 0o644)
+    }
 
 
-def test_cli_packages_torchvision_weights_with_user_code(tmp_path, torchvision_model_dir, torchvision_weights):
+def test_cli_packages_torchvision_weights_with_user_code(
+    tmp_path, torchvision_model_dir, torchvision_weights
+):
     code = tmp_path / "handlers.py"
     code.write_text("def output_fn(prediction, accept):\n    return b'custom'\n")
     output = tmp_path / "model.tar.gz"
 
     result = run_package(
-        "--weights", torchvision_weights, "--class-names", *CLASS_NAMES,
-        *torchvision_flags(torchvision_model_dir), "--code", code, "--output", output,
-    )  # fmt: skip
+        "--weights",
+        torchvision_weights,
+        "--class-names",
+        *CLASS_NAMES,
+        *torchvision_flags(torchvision_model_dir),
+        "--code",
+        code,
+        "--output",
+        output,
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"wrote {output} (")
@@ -109,28 +131,56 @@ def bad_torchvision_weights(tmp_path_factory, torchvision_weights) -> dict[str, 
     ("weights", "class_names", "extra", "message"),
     [
         pytest.param(
-            "good", ["balloon"], [],
+            "good",
+            ["balloon"],
+            [],
             "shape mismatch for roi_heads.box_predictor.cls_score.weight: (3, 1024) in the file, (2, 1024) in the model and 5 more",
             id="fewer-class-names-than-the-weights",
         ),
         pytest.param(
-            "no-mask-head", CLASS_NAMES, [], "model weights missing from the file (roi_heads.mask_head.",
+            "no-mask-head",
+            CLASS_NAMES,
+            [],
+            "model weights missing from the file (roi_heads.mask_head.",
             id="weights-missing-a-head",
         ),
-        pytest.param("corrupt", CLASS_NAMES, [], "corrupt.pth is not a PyTorch checkpoint: ", id="corrupt-weights"),
+        pytest.param(
+            "corrupt", CLASS_NAMES, [], "corrupt.pth is not a PyTorch checkpoint: ", id="corrupt-weights"
+        ),
         pytest.param("absent", CLASS_NAMES, [], "absent.pth does not exist", id="missing-weights"),
-        pytest.param("good", ["a", "a"], [], "error: class_names: must be unique, repeated: a", id="duplicate-class-names"),
-        pytest.param("good", CLASS_NAMES, ["--min-size", "0"], "min_size: Input should be greater than 0", id="bad-option"),
+        pytest.param(
+            "good",
+            ["a", "a"],
+            [],
+            "error: class_names: must be unique, repeated: a",
+            id="duplicate-class-names",
+        ),
+        pytest.param(
+            "good",
+            CLASS_NAMES,
+            ["--min-size", "0"],
+            "min_size: Input should be greater than 0",
+            id="bad-option",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cli_refuses_weights_that_do_not_load(
-    tmp_path, torchvision_model_dir, torchvision_weights, bad_torchvision_weights, weights, class_names, extra, message
+    tmp_path,
+    torchvision_model_dir,
+    torchvision_weights,
+    bad_torchvision_weights,
+    weights,
+    class_names,
+    extra,
+    message,
 ):
     paths = {"good": torchvision_weights, "absent": tmp_path / "absent.pth", **bad_torchvision_weights}
     output = tmp_path / "model.tar.gz"
     flags = torchvision_flags(torchvision_model_dir)
 
-    result = run_package("--weights", paths[weights], "--class-names", *class_names, *flags, *extra, "--output", output)
+    result = run_package(
+        "--weights", paths[weights], "--class-names", *class_names, *flags, *extra, "--output", output
+    )
 
     assert_refused(result, message, output)
     assert result.returncode == 1
@@ -139,9 +189,15 @@ def test_cli_refuses_weights_that_do_not_load(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--backend", "detectron2", "--weights", "w.pth"], "--weights needs --config for the detectron2 backend"),
+        (
+            ["--backend", "detectron2", "--weights", "w.pth"],
+            "--weights needs --config for the detectron2 backend",
+        ),
         (["--training-dir", "out", "--min-size", "320"], "--min-size apply to the torchvision backend only"),
-        (["--weights", "w.pth", "--training-dir", "out"], "argument --training-dir: not allowed with argument --weights"),
+        (
+            ["--weights", "w.pth", "--training-dir", "out"],
+            "argument --training-dir: not allowed with argument --weights",
+        ),
     ],
 )
 def test_cli_usage_errors_are_one_line(tmp_path, args, message):
@@ -160,9 +216,16 @@ def test_cli_refuses_user_code_with_a_syntax_error(tmp_path, torchvision_model_d
     output = tmp_path / "model.tar.gz"
 
     result = run_package(
-        "--weights", torchvision_weights, "--class-names", *CLASS_NAMES,
-        *torchvision_flags(torchvision_model_dir), "--code", code, "--output", output,
-    )  # fmt: skip
+        "--weights",
+        torchvision_weights,
+        "--class-names",
+        *CLASS_NAMES,
+        *torchvision_flags(torchvision_model_dir),
+        "--code",
+        code,
+        "--output",
+        output,
+    )
 
     assert_refused(result, "inference.py line 2: '(' was never closed", output)
 
@@ -173,7 +236,9 @@ def test_cli_refuses_a_detectron2_model_without_detectron2(tmp_path, monkeypatch
     (tmp_path / "model_final.pth").write_bytes(b"weights")
     output = tmp_path / "model.tar.gz"
 
-    exit_code = package.main(["--training-dir", str(tmp_path), "--class-names", "balloon", "--output", str(output)])
+    exit_code = package.main(
+        ["--training-dir", str(tmp_path), "--class-names", "balloon", "--output", str(output)]
+    )
 
     stderr = capsys.readouterr().err
     assert exit_code == 1
@@ -194,7 +259,9 @@ def test_cli_packages_a_detectron2_training_dir_from_its_last_checkpoint(tmp_pat
     training_dir = tmp_path / "output"
     training_dir.mkdir()
     (training_dir / "config.yaml").write_bytes((detectron2_training_dir / "config.yaml").read_bytes())
-    (training_dir / "model_0000999.pth").write_bytes((detectron2_training_dir / "model_final.pth").read_bytes())
+    (training_dir / "model_0000999.pth").write_bytes(
+        (detectron2_training_dir / "model_final.pth").read_bytes()
+    )
     (training_dir / "last_checkpoint").write_text("model_0000999.pth")
     output = tmp_path / "model.tar.gz"
 
@@ -206,7 +273,9 @@ def test_cli_packages_a_detectron2_training_dir_from_its_last_checkpoint(tmp_pat
         archive.extractall(tmp_path / "model", filter="data")
     model_dir = tmp_path / "model"
     assert "_BASE_" not in (model_dir / "config.yaml").read_text()
-    assert list(torch.load(model_dir / "model_final.pth", weights_only=True)) == ["model"]  # no optimizer state
+    assert list(torch.load(model_dir / "model_final.pth", weights_only=True)) == [
+        "model"
+    ]  # no optimizer state
     predictor = load_predictor(model_dir)
     assert (predictor.input_format, predictor.class_names) == ("BGR", CLASS_NAMES)
 
@@ -215,26 +284,34 @@ def test_cli_packages_a_detectron2_training_dir_from_its_last_checkpoint(tmp_pat
     ("config_edit", "class_names", "message"),
     [
         pytest.param(
-            None, ["balloon"], "has MODEL.ROI_HEADS.NUM_CLASSES 2 but 1 class names were given (balloon)",
+            None,
+            ["balloon"],
+            "has MODEL.ROI_HEADS.NUM_CLASSES 2 but 1 class names were given (balloon)",
             id="class-count-disagrees-with-config",
         ),
         pytest.param(
-            ("NUM_CLASSES: 2", "NUM_CLASSES: 3"), ["a", "b", "c"],
+            ("NUM_CLASSES: 2", "NUM_CLASSES: 3"),
+            ["a", "b", "c"],
             "shape mismatch for roi_heads.box_predictor.cls_score.weight: (3, 1024) in the file, (4, 1024) in the model",
             id="weights-trained-for-other-classes",
         ),
         pytest.param(
-            ("MODEL:\n", "MODEL:\n  NOT_A_KEY: 1\n"), CLASS_NAMES,
+            ("MODEL:\n", "MODEL:\n  NOT_A_KEY: 1\n"),
+            CLASS_NAMES,
             "is not a detectron2 config this detectron2 can load: KeyError: 'Non-existent config key: MODEL.NOT_A_KEY'",
             id="unknown-config-key",
         ),
         pytest.param(
-            ("FORMAT: BGR", "FORMAT: YUV-BT.601"), CLASS_NAMES, "INPUT.FORMAT must be BGR or RGB, not 'YUV-BT.601'",
+            ("FORMAT: BGR", "FORMAT: YUV-BT.601"),
+            CLASS_NAMES,
+            "INPUT.FORMAT must be BGR or RGB, not 'YUV-BT.601'",
             id="unsupported-input-format",
         ),
     ],
-)  # fmt: skip
-def test_cli_refuses_a_detectron2_config_that_does_not_fit(tmp_path, detectron2_training_dir, config_edit, class_names, message):
+)
+def test_cli_refuses_a_detectron2_config_that_does_not_fit(
+    tmp_path, detectron2_training_dir, config_edit, class_names, message
+):
     config = (detectron2_training_dir / "config.yaml").read_text()
     if config_edit is not None:
         assert config_edit[0] in config
@@ -243,8 +320,14 @@ def test_cli_refuses_a_detectron2_config_that_does_not_fit(tmp_path, detectron2_
     output = tmp_path / "model.tar.gz"
 
     result = run_package(
-        "--config", tmp_path / "config.yaml", "--weights", detectron2_training_dir / "model_final.pth",
-        "--class-names", *class_names, "--output", output,
-    )  # fmt: skip
+        "--config",
+        tmp_path / "config.yaml",
+        "--weights",
+        detectron2_training_dir / "model_final.pth",
+        "--class-names",
+        *class_names,
+        "--output",
+        output,
+    )
 
     assert_refused(result, message, output)

@@ -44,7 +44,9 @@ def assert_response_matches(document: dict, expected: Expected, shape: tuple[int
     instances = document["instances"]
     assert len(instances) == len(expected.scores) > 0
     assert [instance["class_id"] for instance in instances] == expected.classes.tolist()
-    np.testing.assert_array_equal(np.array([i["score"] for i in instances], dtype=np.float32), expected.scores)
+    np.testing.assert_array_equal(
+        np.array([i["score"] for i in instances], dtype=np.float32), expected.scores
+    )
     np.testing.assert_array_equal(np.array([i["box"] for i in instances], dtype=np.float32), expected.boxes)
     for instance, expected_mask in zip(instances, expected.masks):
         rle = {"size": instance["mask"]["size"], "counts": instance["mask"]["counts"].encode("utf-8")}

@@ -37,7 +37,9 @@ class StrictCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):  # the hook DetectionCheckpointer itself overrides
         incompatible = super()._load_model(checkpoint)
         if incompatible.missing_keys:  # mis-shaped weights are dropped, so they are missing too
-            raise ArtifactError(describe_mismatch(incompatible.missing_keys, incompatible.incorrect_shapes, self.path))
+            raise ArtifactError(
+                describe_mismatch(incompatible.missing_keys, incompatible.incorrect_shapes, self.path)
+            )
         return incompatible
 
     def load_weights(self, path: Path) -> None:
@@ -58,7 +60,9 @@ def read_config(path: Path) -> CfgNode:
     try:
         cfg.merge_from_file(str(path))
     except Exception as error:  # yacs raises KeyError/ValueError/AssertionError; YAML its own
-        raise ArtifactError(f"{path} is not a detectron2 config this detectron2 can load: {first_line(error)}") from None
+        raise ArtifactError(
+            f"{path} is not a detectron2 config this detectron2 can load: {first_line(error)}"
+        ) from None
     if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
         raise ArtifactError(f"{path}: INPUT.FORMAT must be BGR or RGB, not {cfg.INPUT.FORMAT!r}")
     return cfg
@@ -94,7 +98,9 @@ class Detectron2Predictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         StrictCheckpointer(self.model).load_weights(Path(self.cfg.MODEL.WEIGHTS))
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
         self.input_format = cfg.INPUT.FORMAT
         self.class_names = class_names
 
