@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import aws_cdk as cdk
 from aws_cdk import cx_api
@@ -11,7 +12,8 @@ from sagemaker_constructs.settings import AppConfig
 
 from stacks import build_stacks
 
-from .conftest import REPO_ROOT, cdk_app, cdk_json_context
+from .cfn import flatten
+from .conftest import REPO_ROOT, cdk_app, cdk_json_context, synthesize
 
 MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless"]
 
@@ -92,3 +94,30 @@ def test_app_py_reports_a_bad_config_as_one_message_and_exit_status_1(tmp_path):
         "error: invalid configuration (-c env=no-such-env):",
         "  - env: no config/no-such-env.json; available: dev, prod",
     ]
+
+
+def test_a_local_model_tarball_ships_as_an_s3_asset_the_role_can_read(tmp_path):
+    tarball = tmp_path / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(REPO_ROOT / "config" / "dev.json", arcname="metadata.json")
+
+    synth = synthesize(tmp_path / "cdk.out", model_data=str(tarball))
+
+    files = json.loads((synth.outdir / "Detectron2-Shared.assets.json").read_text())["files"]
+    (asset_hash,) = [key for key, asset in files.items() if asset["source"]["path"].startswith("asset.")]
+    object_url = f"s3://cdk-hnb659fds-assets-${{AWS::AccountId}}-${{AWS::Region}}/{asset_hash}.gz"
+    _, package = synth.only("shared", "AWS::SageMaker::ModelPackage")
+    assert package["Properties"]["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
+        "Fn::Sub": object_url
+    }
+    (role_policy,) = synth.resources("shared", "AWS::IAM::Policy").values()
+    readable = [
+        flatten(resource)
+        for statement in role_policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Action"] == "s3:GetObject"
+        for resource in statement["Resource"]
+    ]
+    assert (
+        f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-${{AWS::AccountId}}-${{AWS::Region}}/{asset_hash}.gz"
+        in readable
+    )
