@@ -4,11 +4,11 @@
 
 1. Starts the real server (`python -m inference_server`) on a free port and times process start ->
    first answer (503 while loading) -> first 200 from /ping (model loaded and warmed up).
-2. Sends the image N times to POST /invocations, one at a time (p50/p90), and records the response
-   size for each mask format.
-3. Stops the server, then loads the same artifact in this process and times the predictor called
-   directly on the same decoded image N times, plus the decode and encode steps on their own.
-The server is stopped before the direct runs so the two never compete for the CPU.
+2. Sends the image N times to POST /invocations, one at a time (p50/p90), after recording the
+   response size for each mask format.
+3. Times the same artifact's predictor loaded in this process, called directly on the same decoded
+   image, interleaved one call at a time with the requests (the idle side never competes for the
+   CPU, and a busy machine slows both alike), plus the decode and encode steps on their own.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def timed(function, repeat: int) -> list[float]:
 
 def start_server(model_dir: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float, float]:
     """The server process, and seconds from its start to the first answer and to the first 200."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")])),
+    }
     command = [sys.executable, "-m", "inference_server", "--host", "127.0.0.1", "--port", str(port)]
     started = time.perf_counter()
     with log_path.open("wb") as log:
@@ -80,7 +83,12 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=Path("serving_latency.server.log"))
     args = parser.parse_args()
     jpeg = args.image.read_bytes()
-    url = None
+
+    from inference_server import artifact
+
+    predictor = artifact.load_predictor(args.model_dir)
+    image = codecs.decode_image(jpeg, "image/jpeg", input_format=predictor.input_format, max_pixels=10**9)
+    detections = predictor(image)  # warm-up, as the server does
 
     port = free_port()
     process, first_answer_s, ready_s = start_server(args.model_dir, port, args.log)
@@ -89,27 +97,36 @@ def main() -> None:
         session = requests.Session()
 
         def invoke(mask_format: str = "rle") -> requests.Response:
-            headers = {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": f"mask_format={mask_format}"}
+            headers = {
+                "Content-Type": "image/jpeg",
+                "X-Amzn-SageMaker-Custom-Attributes": f"mask_format={mask_format}",
+            }
             response = session.post(url, data=jpeg, headers=headers, timeout=600)
             response.raise_for_status()
             return response
 
         response_bytes = {fmt: len(invoke(fmt).content) for fmt in MaskFormat}  # also warms the connection
         instances = len(invoke().json()["instances"])
-        served = timed(invoke, args.n)
+        # Interleaved, one call at a time: a busy machine slows both sides alike.
+        served, direct = [], []
+        for _ in range(args.n):
+            served += timed(invoke, 1)
+            direct += timed(lambda: predictor(image), 1)
     finally:
         process.terminate()
         process.wait(timeout=60)
 
-    from inference_server import artifact
-
-    predictor = artifact.load_predictor(args.model_dir)
-    image = codecs.decode_image(jpeg, "image/jpeg", input_format=predictor.input_format, max_pixels=10**9)
-    detections = predictor(image)  # warm-up, as the server does
-    direct = timed(lambda: predictor(image), args.n)
-    decode = timed(lambda: codecs.decode_image(jpeg, "image/jpeg", input_format=predictor.input_format, max_pixels=10**9), args.n)
+    decode = timed(
+        lambda: codecs.decode_image(
+            jpeg, "image/jpeg", input_format=predictor.input_format, max_pixels=10**9
+        ),
+        args.n,
+    )
     encode = timed(
-        lambda: codecs.encode_json(codecs.detections_document(detections, predictor.class_names, RequestOptions())), args.n
+        lambda: codecs.encode_json(
+            codecs.detections_document(detections, predictor.class_names, RequestOptions())
+        ),
+        args.n,
     )
 
     height, width = image.shape[:2]
@@ -117,12 +134,24 @@ def main() -> None:
         ("image", f"{args.image.name} {width}x{height}, {len(jpeg)} bytes, {instances} instances"),
         ("process start -> first /ping answer (503)", f"{first_answer_s:.2f} s"),
         ("process start -> first /ping 200", f"{ready_s:.2f} s"),
-        (f"POST /invocations p50 / p90 (n={args.n})", f"{percentile(served, 50) * 1000:.0f} / {percentile(served, 90) * 1000:.0f} ms"),
-        (f"direct predictor p50 / p90 (n={args.n})", f"{percentile(direct, 50) * 1000:.0f} / {percentile(direct, 90) * 1000:.0f} ms"),
-        ("serving overhead (p50 difference)", f"{(percentile(served, 50) - percentile(direct, 50)) * 1000:.0f} ms"),
+        (
+            f"POST /invocations p50 / p90 (n={args.n})",
+            f"{percentile(served, 50) * 1000:.0f} / {percentile(served, 90) * 1000:.0f} ms",
+        ),
+        (
+            f"direct predictor p50 / p90 (n={args.n})",
+            f"{percentile(direct, 50) * 1000:.0f} / {percentile(direct, 90) * 1000:.0f} ms",
+        ),
+        (
+            "serving overhead (p50 difference)",
+            f"{(percentile(served, 50) - percentile(direct, 50)) * 1000:.0f} ms",
+        ),
         ("  of which decode JPEG p50", f"{percentile(decode, 50) * 1000:.1f} ms"),
         ("  of which encode JSON+RLE p50", f"{percentile(encode, 50) * 1000:.1f} ms"),
     ] + [(f"response bytes, mask_format={fmt}", str(size)) for fmt, size in response_bytes.items()]
+    rows.append(
+        ("machine: CPUs, load average (1 min) at the end", f"{os.cpu_count()}, {os.getloadavg()[0]:.1f}")
+    )
     width_0 = max(len(name) for name, _ in rows)
     print(f"{'metric':<{width_0}} | value")
     print(f"{'-' * width_0}-|-{'-' * 40}")
