@@ -15,6 +15,7 @@ from sagemaker_constructs import (
     RealtimeEndpoint,
     ServerlessEndpoint,
 )
+from sagemaker_constructs.instance_types import is_gpu
 from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
 
 
@@ -102,5 +103,7 @@ class BatchStack(Stack):
         )
         CfnOutput(self, "ModelName", value=model.model_name)
         CfnOutput(self, "InstanceType", value=config.instance_type)
+        if is_gpu(config.instance_type):
+            CfnOutput(self, "TransformAmiVersion", value=config.transform_ami_version)
         CfnOutput(self, "InputUri", value=self.transform.input_uri)
         CfnOutput(self, "OutputUri", value=self.transform.output_uri)

@@ -54,6 +54,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 model,
                 instance_type=config.instance_type,
                 initial_instance_count=config.initial_instance_count,
+                inference_ami_version=config.inference_ami_version,
             ),
             autoscaled=config.scaling is not None,
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(

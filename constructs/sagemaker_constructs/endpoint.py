@@ -6,6 +6,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from .instance_types import is_gpu
 from .packaged_model import PackagedModel
 from .scaling import ScalableVariantAttribute
 
@@ -16,7 +17,7 @@ VARIANT_NAME = "AllTraffic"
 
 
 def instance_variant(
-    model: PackagedModel, *, instance_type: str, initial_instance_count: int
+    model: PackagedModel, *, instance_type: str, initial_instance_count: int, inference_ami_version: str
 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
     return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
         variant_name=VARIANT_NAME,
@@ -24,6 +25,8 @@ def instance_variant(
         instance_type=instance_type,
         initial_instance_count=initial_instance_count,
         initial_variant_weight=1,
+        # The GPU image needs a newer NVIDIA driver than the default AMI's; CPU variants take the default.
+        inference_ami_version=inference_ami_version if is_gpu(instance_type) else None,
     )
 
 

@@ -9,6 +9,8 @@ GPU_FAMILY_PREFIXES = ("g", "p")
 # Inferentia/Trainium need a Neuron-compiled model and image, which this project does not build.
 NEURON_FAMILY_PREFIXES = ("inf", "trn")
 BURSTABLE_FAMILY = re.compile(r"^t\d")
+# The GPU image is built on CUDA 13, which dropped Kepler (ml.p2) and Volta (ml.p3, ml.p3dn).
+PRE_TURING_GPU_FAMILY = re.compile(r"^p[23]")
 
 
 def family(instance_type: str) -> str:
@@ -29,3 +31,7 @@ def is_gpu(instance_type: str) -> bool:
 
 def is_burstable(instance_type: str) -> bool:
     return BURSTABLE_FAMILY.match(family(instance_type)) is not None
+
+
+def is_pre_turing_gpu(instance_type: str) -> bool:
+    return PRE_TURING_GPU_FAMILY.match(family(instance_type)) is not None

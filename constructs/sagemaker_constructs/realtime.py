@@ -19,6 +19,7 @@ class RealtimeEndpoint(InferenceEndpoint):
                 model,
                 instance_type=config.instance_type,
                 initial_instance_count=config.initial_instance_count,
+                inference_ami_version=config.inference_ami_version,
             ),
             autoscaled=config.scaling is not None,
         )

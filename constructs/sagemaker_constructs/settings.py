@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .instance_types import INSTANCE_TYPE_PATTERN, is_burstable, is_neuron
+from .instance_types import INSTANCE_TYPE_PATTERN, is_burstable, is_neuron, is_pre_turing_gpu
 
 SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 # Synthesizes anywhere; deploying it fails until it points at a real model.tar.gz (README).
@@ -87,6 +87,11 @@ def _instance_type(value: str) -> str:
         raise ValueError(
             "must be a GPU (ml.g*, ml.p*) or CPU instance type: Inferentia/Trainium need a Neuron "
             f"build this project does not ship (got {value!r})"
+        )
+    if is_pre_turing_gpu(value):
+        raise ValueError(
+            "must not be ml.p2/ml.p3: the GPU image is built on CUDA 13, which supports T4 (ml.g4dn) "
+            f"and newer GPUs only (got {value!r})"
         )
     return value
 
@@ -152,6 +157,11 @@ class _InstanceMode(_Section):
     enabled: bool = True
     instance_type: InstanceType = "ml.g5.xlarge"
     initial_instance_count: Annotated[int, _between(1, 100)] = 1
+    # GPU variants only. The default AMI of ml.g4dn/g5/p4d has NVIDIA driver 470, too old for the
+    # CUDA 13 image even with its forward-compatibility libraries; these AMIs have driver 535/550.
+    inference_ami_version: Literal[
+        "al2-ami-sagemaker-inference-gpu-3-1", "al2-ami-sagemaker-inference-gpu-2-1"
+    ] = "al2-ami-sagemaker-inference-gpu-3-1"
 
     @model_validator(mode="after")
     def _scalable_instance(self) -> _InstanceMode:
@@ -239,6 +249,8 @@ class ServerlessConfig(_Section):
 class BatchConfig(_Section):
     enabled: bool = True
     instance_type: InstanceType = "ml.g4dn.xlarge"
+    # For the transform jobs' TransformAmiVersion on GPU instances (driver 535; see inference_ami_version).
+    transform_ami_version: Literal["al2-ami-sagemaker-batch-gpu-535"] = "al2-ami-sagemaker-batch-gpu-535"
 
 
 class ModelConfig(_Section):

@@ -221,6 +221,11 @@ def test_scaling_minimum_cannot_exceed_maximum(tmp_path):
             "must be a GPU (ml.g*, ml.p*) or CPU instance type: Inferentia/Trainium need a Neuron build "
             "this project does not ship (got 'ml.inf2.xlarge')",
         ),
+        (
+            "ml.p3.2xlarge",
+            "must not be ml.p2/ml.p3: the GPU image is built on CUDA 13, which supports T4 (ml.g4dn) and "
+            "newer GPUs only (got 'ml.p3.2xlarge')",
+        ),
     ],
 )
 def test_instance_type_shape(tmp_path, instance_type, message):
@@ -287,4 +292,13 @@ def test_numbers_are_not_coerced_from_strings(tmp_path):
         tmp_path,
         {"serverless": {"max_concurrency": "5"}},
         "serverless.max_concurrency: Input should be a valid integer (got '5')",
+    )
+
+
+def test_gpu_ami_version_names_the_allowed_values(tmp_path):
+    problem(
+        tmp_path,
+        {"realtime": {"inference_ami_version": "al2-ami-sagemaker-inference-gpu-2"}},
+        "realtime.inference_ami_version: Input should be 'al2-ami-sagemaker-inference-gpu-3-1' or "
+        "'al2-ami-sagemaker-inference-gpu-2-1' (got 'al2-ami-sagemaker-inference-gpu-2')",
     )

@@ -339,6 +339,7 @@ def test_realtime_endpoint_runs_the_configured_gpu_variant(synth):
         {
             "InitialInstanceCount": 1,
             "InitialVariantWeight": 1,
+            "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1",
             "InstanceType": "ml.g5.xlarge",
             "ModelName": {"Fn::GetAtt": [model_id, "ModelName"]},
             "VariantName": "AllTraffic",
@@ -525,3 +526,12 @@ def test_batch_stack_holds_the_model_and_publishes_its_prefixes(synth):
     assert flatten(outputs["InputUri"]["Value"]) == f"s3://{bucket}/batch/input"
     assert flatten(outputs["OutputUri"]["Value"]) == f"s3://{bucket}/batch/output"
     assert outputs["InstanceType"]["Value"] == "ml.g4dn.xlarge"
+    assert outputs["TransformAmiVersion"]["Value"] == "al2-ami-sagemaker-batch-gpu-535"
+
+
+@pytest.mark.parametrize("mode", ["realtime", "async"])
+def test_gpu_variants_run_on_an_ami_whose_driver_runs_the_cuda_13_image(synth, mode):
+    _, config = synth.only(mode, "AWS::SageMaker::EndpointConfig")
+
+    (variant,) = config["Properties"]["ProductionVariants"]
+    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
