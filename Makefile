@@ -3,19 +3,18 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-# jsii prints an end-of-life banner for Node 20 on every call; the CDK still supports it.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install synth test test-infra test-container lint-templates serve clean
+.PHONY: install synth test test-infra test-container lint-templates clean
 
 install: $(VENV)/.installed node_modules/.package-lock.json
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt
+	# -qq: errors only (this machine's pip config adds index folders that warn on every package)
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq -r requirements-dev.txt
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -32,6 +31,10 @@ test-infra: install
 
 test-container: install
 	$(PYTHON) -m pytest tests/container
+
+# cfn-lint over what `make synth` wrote (the tests do the same on their own synth).
+lint-templates: synth
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 clean:
 	rm -rf cdk.out .pytest_cache
