@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -206,6 +206,10 @@ async def invocations(request: Request) -> Response:
     try:
         response = await server.invoke(request, request_id)
         response.headers[REQUEST_ID_HEADER] = request_id
+    except ClientDisconnect:
+        # The caller gave up (e.g. the platform's own timeout) mid-body: nobody reads an answer.
+        logger.info("request %s: client disconnected before sending its whole body", request_id)
+        return Response(status_code=400)
     except ServingError as error:
         kind = error_kind(error)
         # Batch transform fails a whole input file on one non-200 record; answer a bad record with an

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -180,3 +181,18 @@ def test_ping_answers_promptly_while_inferences_run(server):
             time.sleep(0.1)
         assert [f.result().status_code for f in inferences] == [200] * 2
     assert durations and max(durations) < 1.0, durations
+
+
+def test_a_client_that_disconnects_mid_body_is_not_an_internal_error(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as client:
+        client.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"\xff\xd8" * 100
+        )
+    deadline = time.monotonic() + 10
+    while "client disconnected before sending its whole body" not in server.log():
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.1)
+    assert "internal error" not in server.log()
+    assert server.ping().status_code == 200
