@@ -3,16 +3,12 @@ shared by every template test; synth output goes to pytest's tmp dirs, never int
 
 import importlib.util
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aws_cdk as cdk
 import pytest
-from aws_cdk import cx_api
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 def _load_app_module():
@@ -23,7 +19,11 @@ def _load_app_module():
     return module
 
 
+# Loaded before anything imports aws_cdk: app.py is the one place that silences jsii's Node 20 banner.
 cdk_app = _load_app_module()
+
+import aws_cdk as cdk  # noqa: E402
+from aws_cdk import cx_api  # noqa: E402
 
 
 def cdk_json_context() -> dict:
