@@ -10,9 +10,9 @@ CDK := npx --no-install cdk
 
 install: $(VENV)/.installed node_modules/.package-lock.json
 
+# pip -qq: errors only (pip configs that list missing index folders warn once per package).
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	# -qq: errors only (this machine's pip config adds index folders that warn on every package)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
 	touch $@
