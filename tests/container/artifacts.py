@@ -23,7 +23,9 @@ TEST_IMAGES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "test-
 TEST_IMAGES = sorted(TEST_IMAGES_DIR.glob("*.jpg"))
 if not TEST_IMAGES:
     # Say so at collection instead of a StopIteration or silently empty parameter sets.
-    raise RuntimeError(f"no test photos in {TEST_IMAGES_DIR}: the container tests read shared/ next to the repository")
+    raise RuntimeError(
+        f"no test photos in {TEST_IMAGES_DIR}: the container tests read shared/ next to the repository"
+    )
 CLASS_NAMES = ("balloon", "person")
 DETECTRON2_MISSING = "detectron2 is not installed: build it from source (see README) to run these tests"
 DETECTRON2_ZOO_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"

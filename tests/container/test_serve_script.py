@@ -11,11 +11,17 @@ COMPAT_DRIVER = "580.95.05"
 
 
 def nvrm_line(version: str, open_module: bool = False) -> str:
-    module = "NVIDIA UNIX Open Kernel Module for x86_64" if open_module else "NVIDIA UNIX x86_64 Kernel Module"
-    return f"NVRM version: {module}  {version}  Release Build  (dvs-builder@U16)  Tue Oct  8 03:22:07 UTC 2024\n"
+    module = (
+        "NVIDIA UNIX Open Kernel Module for x86_64" if open_module else "NVIDIA UNIX x86_64 Kernel Module"
+    )
+    return (
+        f"NVRM version: {module}  {version}  Release Build  (dvs-builder@U16)  Tue Oct  8 03:22:07 UTC 2024\n"
+    )
 
 
-def run_serve(tmp_path: Path, *, host_driver: str | None, compat: bool = True, open_module: bool = False) -> dict:
+def run_serve(
+    tmp_path: Path, *, host_driver: str | None, compat: bool = True, open_module: bool = False
+) -> dict:
     """Run bin/serve with a stand-in `python` that reports what it was started with."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -36,7 +42,9 @@ def run_serve(tmp_path: Path, *, host_driver: str | None, compat: bool = True, o
         "NVIDIA_DRIVER_VERSION_FILE": str(version_file),
         "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64",
     }
-    result = subprocess.run([str(SERVE), "serve"], env=env, capture_output=True, text=True, check=True, timeout=30)
+    result = subprocess.run(
+        [str(SERVE), "serve"], env=env, capture_output=True, text=True, check=True, timeout=30
+    )
     report = dict(line.split("=", 1) for line in result.stdout.splitlines())
     report["compat_dir"] = str(compat_dir)
     return report
@@ -60,4 +68,7 @@ def test_no_gpu_driver_leaves_the_library_path_alone(tmp_path):
 
 
 def test_the_cpu_image_without_compat_libraries_is_left_alone(tmp_path):
-    assert run_serve(tmp_path, host_driver="535.54.03", compat=False)["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    assert (
+        run_serve(tmp_path, host_driver="535.54.03", compat=False)["LD_LIBRARY_PATH"]
+        == "/usr/local/nvidia/lib64"
+    )
