@@ -1,0 +1,138 @@
+"""The app's configuration: typed, validated in one place, defaults embedded here.
+
+One module per section (`model`, `endpoints`, `serverless`, `batch`, …) on the shared building
+blocks in `base`; this module composes them into `AppConfig` and owns the one entry point,
+`load_config`.
+
+An environment file (`config/<env>.json`, chosen with `-c env=<env>`) only overrides what it names;
+`-c model_data=<path or s3:// URI>` overrides `model.data` last. Every problem in a configuration is
+collected and raised once as a `ConfigError` naming each field and its allowed values.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
+from .batch import BatchConfig
+from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling
+from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
+from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
+
+STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
+ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class AppConfig(Section):
+    name: Annotated[str, matching(STACK_PREFIX, "a letter then up to 39 letters, digits or hyphens")] = (
+        "Detectron2"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+    async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
+    serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @property
+    def package_group_name(self) -> str:
+        return self.model.package_group_name or f"{self.name.lower()}-mask-rcnn"
+
+
+def load_config(*, env: str | None, model_data: str | None, config_dir: Path, base_dir: Path) -> AppConfig:
+    """Embedded defaults <- `config_dir/<env>.json` <- `model_data`; relative paths resolve against `base_dir`."""
+    data: dict[str, Any] = {}
+    source = "embedded defaults"
+    if env:
+        path = config_dir / f"{env}.json"
+        if not ENV_NAME.match(env) or not path.is_file():
+            available = ", ".join(sorted(p.stem for p in config_dir.glob("*.json"))) or "none"
+            raise ConfigError(
+                f"-c env={env}", [f"env: no {config_dir.name}/{env}.json; available: {available}"]
+            )
+        source = f"{config_dir.name}/{path.name}"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ConfigError(source, [f"not valid JSON: {error}"]) from None
+        if not isinstance(data, dict):
+            raise ConfigError(source, ["the top level must be a JSON object"])
+    if model_data is not None:
+        model = data.get("model", {})
+        data = {**data, "model": {**model, "data": model_data} if isinstance(model, dict) else model}
+        source += " + -c model_data"
+    try:
+        return AppConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise ConfigError(source, _describe(error)) from None
+
+
+def _describe(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"])
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, FieldProblems):
+            problems += [f"{_join(location, field)}: {message}" for field, message in cause.problems]
+        elif item["type"] == "value_error":
+            problems.append(f"{location}: {cause}")
+        elif item["type"] == "extra_forbidden":
+            allowed = ", ".join(_field_names(item["loc"][:-1]))
+            problems.append(f"{location}: unknown field; allowed: {allowed}")
+        else:
+            problems.append(f"{location}: {item['msg']} (got {item['input']!r})")
+    return problems
+
+
+def _join(location: str, field: str) -> str:
+    return f"{location}.{field}" if location else field
+
+
+def _field_names(location: tuple[Any, ...]) -> list[str]:
+    """The field names (as written in config files) of the section at `location`."""
+    section: type[BaseModel] | None = AppConfig
+    for part in location:
+        fields = {field.alias or name: field for name, field in section.model_fields.items()}
+        section = _section_type(fields[part].annotation) if part in fields else None
+        if section is None:
+            return []
+    return [field.alias or name for name, field in section.model_fields.items()]
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _section_type(argument)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = [
+    "AppConfig",
+    "AsyncConfig",
+    "AsyncScaling",
+    "BatchConfig",
+    "ConfigError",
+    "FieldProblems",
+    "InstanceType",
+    "Section",
+    "Seconds",
+    "between",
+    "matching",
+    "one_of",
+    "ModelConfig",
+    "PLACEHOLDER_MODEL_DATA",
+    "ProvisionedConcurrencyScaling",
+    "RealtimeConfig",
+    "RealtimeScaling",
+    "SERVERLESS_MEMORY_SIZES_MB",
+    "ServerlessConfig",
+    "load_config",
+]

@@ -1,0 +1,93 @@
+"""Instance-based endpoint modes (real-time, async) and their autoscaling."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..instance_types import is_burstable
+from .base import FieldProblems, InstanceType, Seconds, Section, between
+
+
+class _Scaling(Section):
+    # Bounds and defaults per mode in the subclasses.
+    min_capacity: int
+    max_capacity: int
+    scale_in_cooldown_seconds: Seconds = 300
+    scale_out_cooldown_seconds: Seconds = 60
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Scaling:
+        if self.min_capacity > self.max_capacity:
+            raise FieldProblems(
+                [
+                    (
+                        "max_capacity",
+                        f"must be at least min_capacity ({self.min_capacity}) (got {self.max_capacity})",
+                    )
+                ]
+            )
+        return self
+
+
+class RealtimeScaling(_Scaling):
+    """Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute)."""
+
+    min_capacity: int = 1
+    max_capacity: Annotated[int, between(1, 100)] = 2
+    target_invocations_per_instance: Annotated[int, between(1, 100_000)] = 100
+
+    @field_validator("min_capacity")
+    @classmethod
+    def _never_zero(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                "must be at least 1 for a real-time endpoint: only async endpoints (or real-time "
+                f"inference components) can scale to zero (got {value})"
+            )
+        if value > 100:
+            raise ValueError(f"must be between 1 and 100 (got {value})")
+        return value
+
+
+class AsyncScaling(_Scaling):
+    """Scale on the backlog; MinCapacity 0 scales back up through the HasBacklogWithoutCapacity alarm."""
+
+    min_capacity: Annotated[int, between(0, 100)] = 0
+    max_capacity: Annotated[int, between(1, 100)] = 2
+    target_backlog_per_instance: Annotated[int, between(1, 1000)] = 5
+
+
+class _InstanceMode(Section):
+    enabled: bool = True
+    instance_type: InstanceType = "ml.g5.xlarge"
+    initial_instance_count: Annotated[int, between(1, 100)] = 1
+    # GPU variants only. The default AMI of ml.g4dn/g5/p4d has NVIDIA driver 470, too old for the
+    # CUDA 13 image even with its forward-compatibility libraries; these AMIs have driver 535/550.
+    inference_ami_version: Literal[
+        "al2-ami-sagemaker-inference-gpu-3-1", "al2-ami-sagemaker-inference-gpu-2-1"
+    ] = "al2-ami-sagemaker-inference-gpu-3-1"
+
+    @model_validator(mode="after")
+    def _scalable_instance(self) -> _InstanceMode:
+        if self.scaling is not None and is_burstable(self.instance_type):
+            raise FieldProblems(
+                [
+                    (
+                        "instance_type",
+                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
+                        f"type or set scaling to null (got {self.instance_type!r})",
+                    )
+                ]
+            )
+        return self
+
+
+class RealtimeConfig(_InstanceMode):
+    scaling: RealtimeScaling | None = Field(default_factory=RealtimeScaling)
+
+
+class AsyncConfig(_InstanceMode):
+    max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] = 4
+    scaling: AsyncScaling | None = Field(default_factory=AsyncScaling)

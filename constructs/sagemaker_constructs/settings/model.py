@@ -1,0 +1,44 @@
+"""The model artifact and its registry entry."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from .base import Section, matching
+
+# Synthesizes anywhere; deploying it fails until it points at a real model.tar.gz (README).
+PLACEHOLDER_MODEL_DATA = "s3://replace-with-your-bucket/detectron2/model.tar.gz"
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
+PACKAGE_GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class ModelConfig(Section):
+    data: str = PLACEHOLDER_MODEL_DATA
+    package_group_name: (
+        Annotated[str, matching(PACKAGE_GROUP_NAME, "1-63 letters, digits or inner hyphens")] | None
+    ) = None
+    approval_status: Literal["Approved", "PendingManualApproval", "Rejected"] = "Approved"
+    description: Annotated[str, Field(max_length=1024)] = "Detectron2 Mask R-CNN instance segmentation"
+
+    @field_validator("data")
+    @classmethod
+    def _existing_tarball_or_s3(cls, value: str, info: ValidationInfo) -> str:
+        """Return the s3:// URI unchanged or the local tarball's absolute path."""
+        if S3_URI.match(value):
+            return value
+        if not value.startswith("s3://"):
+            base_dir = Path((info.context or {}).get("base_dir", Path.cwd()))
+            path = base_dir / Path(value).expanduser()
+            if path.name.endswith(".tar.gz") and path.is_file():
+                return str(path.resolve())
+        raise ValueError(
+            f"must be an s3://bucket/key URI or the path of an existing local .tar.gz file (got {value!r})"
+        )
+
+    @property
+    def is_s3_uri(self) -> bool:
+        return self.data.startswith("s3://")
