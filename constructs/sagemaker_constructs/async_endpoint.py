@@ -30,8 +30,10 @@ class AsyncEndpoint(InferenceEndpoint):
         config: AsyncConfig,
         store: ArtifactStore,
         role: iam.IRole,
+        name_prefix: str | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, name_prefix=name_prefix)
+        self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -55,6 +57,10 @@ class AsyncEndpoint(InferenceEndpoint):
                 instance_type=config.instance_type,
                 initial_instance_count=config.initial_instance_count,
                 inference_ami_version=config.inference_ami_version,
+                container_startup_health_check_timeout_seconds=(
+                    config.container_startup_health_check_timeout_seconds
+                ),
+                model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
             ),
             autoscaled=config.scaling is not None,
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(

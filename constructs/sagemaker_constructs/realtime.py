@@ -11,15 +11,26 @@ from .settings import RealtimeConfig
 
 class RealtimeEndpoint(InferenceEndpoint):
     def __init__(
-        self, scope: Construct, construct_id: str, *, model: PackagedModel, config: RealtimeConfig
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model: PackagedModel,
+        config: RealtimeConfig,
+        name_prefix: str | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, name_prefix=name_prefix)
+        self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
         self._create_endpoint(
             instance_variant(
                 model,
                 instance_type=config.instance_type,
                 initial_instance_count=config.initial_instance_count,
                 inference_ami_version=config.inference_ami_version,
+                container_startup_health_check_timeout_seconds=(
+                    config.container_startup_health_check_timeout_seconds
+                ),
+                model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
             ),
             autoscaled=config.scaling is not None,
         )

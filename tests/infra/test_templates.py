@@ -268,7 +268,6 @@ def test_no_physical_names_that_would_block_replacement(synth, key):
     name_properties = {
         "AWS::SageMaker::Model": "ModelName",
         "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
-        "AWS::SageMaker::Endpoint": "EndpointName",
         "AWS::SNS::Topic": "TopicName",
         "AWS::CloudWatch::Alarm": "AlarmName",
         "AWS::S3::Bucket": "BucketName",
@@ -282,6 +281,23 @@ def test_no_physical_names_that_would_block_replacement(synth, key):
     ]
 
     assert named == []
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("realtime", "Detectron2-Realtime-g5-xlarge"),
+        ("async", "Detectron2-Async-g5-xlarge"),
+        ("serverless", "Detectron2-Serverless"),
+    ],
+)
+def test_endpoints_are_named_after_their_stack_and_an_autoscaled_variants_instance_type(synth, key, name):
+    # EndpointName is the only property whose change replaces an endpoint, so the name changes
+    # exactly when a new endpoint is needed (an autoscaled variant's new instance type).
+    _, endpoint = synth.only(key, "AWS::SageMaker::Endpoint")
+
+    assert endpoint["Properties"]["EndpointName"] == name
+    assert synth.template(key)["Outputs"]["EndpointName"]["Value"] == name
 
 
 # --- mode stacks: the model ------------------------------------------------------------------
@@ -343,6 +359,8 @@ def test_realtime_endpoint_runs_the_configured_gpu_variant(synth):
             "InstanceType": "ml.g5.xlarge",
             "ModelName": {"Fn::GetAtt": [model_id, "ModelName"]},
             "VariantName": "AllTraffic",
+            "ContainerStartupHealthCheckTimeoutInSeconds": 900,
+            "ModelDataDownloadTimeoutInSeconds": 900,
         }
     ]
     assert "AsyncInferenceConfig" not in config["Properties"]

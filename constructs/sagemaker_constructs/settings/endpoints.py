@@ -70,6 +70,9 @@ class _InstanceMode(Section):
     inference_ami_version: Literal[
         "al2-ami-sagemaker-inference-gpu-3-1", "al2-ami-sagemaker-inference-gpu-2-1"
     ] = "al2-ami-sagemaker-inference-gpu-3-1"
+    # Sized for the multi-GB CUDA image and model: pull, extract, load and warm up take minutes.
+    container_startup_health_check_timeout_seconds: Annotated[int, between(60, 3600)] = 900
+    model_data_download_timeout_seconds: Annotated[int, between(60, 3600)] = 900
 
     @model_validator(mode="after")
     def _scalable_instance(self) -> _InstanceMode:
