@@ -88,6 +88,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 backlog_per_instance=config.scaling.target_backlog_per_instance,
                 scale_in_cooldown=Duration.seconds(config.scaling.scale_in_cooldown_seconds),
                 scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
+                cold_start=Duration.seconds(config.scaling.cold_start_seconds),
             )
 
     def auto_scale_instance_count(

@@ -71,6 +71,11 @@ class ArtifactStore(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
+    def expire_objects_under(self, prefix: str, days: int) -> None:
+        """Expire the objects under `prefix` `days` after they were written (versioning keeps the
+        previous version for the bucket's noncurrent-version period)."""
+        self.bucket.add_lifecycle_rule(prefix=f"{prefix}/", expiration=Duration.days(days))
+
     def objects_under(self, prefix: str) -> str:
         """ARN pattern of every object under `prefix`."""
         return self.bucket.arn_for_objects(f"{prefix}/*")

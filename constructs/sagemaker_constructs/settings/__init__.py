@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
-from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling
+from .endpoints import AsyncConfig, AsyncObjectExpiry, AsyncScaling, RealtimeConfig, RealtimeScaling
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
 from .versions import CURRENT, ModelVersion, ModelVersionField, approval_problems, pin_problems
@@ -133,6 +133,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 __all__ = [
     "AppConfig",
     "AsyncConfig",
+    "AsyncObjectExpiry",
     "AsyncScaling",
     "BatchConfig",
     "CURRENT",
