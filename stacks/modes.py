@@ -5,6 +5,7 @@
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
@@ -16,7 +17,13 @@ from sagemaker_constructs import (
     ServerlessEndpoint,
 )
 from sagemaker_constructs.instance_types import is_gpu
-from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
+from sagemaker_constructs.settings import (
+    AsyncConfig,
+    BatchConfig,
+    MonitoringConfig,
+    RealtimeConfig,
+    ServerlessConfig,
+)
 
 
 class RealtimeStack(Stack):
@@ -28,6 +35,8 @@ class RealtimeStack(Stack):
         registry: ModelRegistry,
         role: iam.IRole,
         config: RealtimeConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
         model = PackagedModel(
@@ -39,7 +48,9 @@ class RealtimeStack(Stack):
             instance_type=config.instance_type,
             version=config.model_version,
         )
-        self.endpoint = RealtimeEndpoint(self, "Realtime", model=model, config=config)
+        self.endpoint = RealtimeEndpoint(
+            self, "Realtime", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
+        )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 
@@ -53,6 +64,8 @@ class AsyncStack(Stack):
         role: iam.IRole,
         store: ArtifactStore,
         config: AsyncConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
         model = PackagedModel(
@@ -64,7 +77,16 @@ class AsyncStack(Stack):
             instance_type=config.instance_type,
             version=config.model_version,
         )
-        self.endpoint = AsyncEndpoint(self, "Async", model=model, config=config, store=store, role=role)
+        self.endpoint = AsyncEndpoint(
+            self,
+            "Async",
+            model=model,
+            config=config,
+            store=store,
+            role=role,
+            monitoring=monitoring,
+            alarm_topic=alarm_topic,
+        )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
         CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
@@ -82,6 +104,8 @@ class ServerlessStack(Stack):
         registry: ModelRegistry,
         role: iam.IRole,
         config: ServerlessConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(
             scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)"
@@ -95,7 +119,9 @@ class ServerlessStack(Stack):
             instance_type=None,
             version=config.model_version,
         )
-        self.endpoint = ServerlessEndpoint(self, "Serverless", model=model, config=config)
+        self.endpoint = ServerlessEndpoint(
+            self, "Serverless", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
+        )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 

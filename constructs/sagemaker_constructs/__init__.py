@@ -9,6 +9,7 @@ from .batch import BatchTransformResources
 from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
 from .model_data import ModelData
+from .monitoring import AlarmTopic, EndpointAlarms, EndpointMetrics, InferenceDashboard
 from .packaged_model import PackagedModel
 from .realtime import RealtimeEndpoint
 from .registry import ModelRegistry
@@ -16,7 +17,11 @@ from .serverless import ServerlessEndpoint
 from .storage import ArtifactStore
 
 __all__ = [
+    "AlarmTopic",
     "ArtifactStore",
+    "EndpointAlarms",
+    "EndpointMetrics",
+    "InferenceDashboard",
     "AsyncEndpoint",
     "BatchTransformResources",
     "InferenceImages",

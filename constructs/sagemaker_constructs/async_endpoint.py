@@ -9,7 +9,7 @@ from constructs import Construct
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableAsyncInstanceCount
-from .settings import AsyncConfig
+from .settings import MonitoringConfig, AsyncConfig
 from .storage import ArtifactStore
 
 
@@ -31,9 +31,12 @@ class AsyncEndpoint(InferenceEndpoint):
         store: ArtifactStore,
         role: iam.IRole,
         name_prefix: str | None = None,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
+        self._monitor("async", monitoring, alarm_topic)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -63,6 +66,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
             ),
             autoscaled=config.scaling is not None,
+            deployment_config=self._deployment(config.rollout),
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
                     max_concurrent_invocations_per_instance=config.max_concurrent_invocations_per_instance

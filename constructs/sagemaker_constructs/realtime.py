@@ -1,12 +1,13 @@
 """Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
 
 from aws_cdk import Duration
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableInstanceCount
-from .settings import RealtimeConfig
+from .settings import MonitoringConfig, RealtimeConfig
 
 
 class RealtimeEndpoint(InferenceEndpoint):
@@ -18,9 +19,12 @@ class RealtimeEndpoint(InferenceEndpoint):
         model: PackagedModel,
         config: RealtimeConfig,
         name_prefix: str | None = None,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
+        self._monitor("realtime", monitoring, alarm_topic)
         self._create_endpoint(
             instance_variant(
                 model,
@@ -33,6 +37,7 @@ class RealtimeEndpoint(InferenceEndpoint):
                 model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
             ),
             autoscaled=config.scaling is not None,
+            deployment_config=self._deployment(config.rollout),
         )
         self.scaling: ScalableInstanceCount | None = None
         if config.scaling is not None:

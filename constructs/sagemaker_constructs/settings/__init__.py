@@ -23,6 +23,8 @@ from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, be
 from .batch import BatchConfig
 from .endpoints import AsyncConfig, AsyncObjectExpiry, AsyncScaling, RealtimeConfig, RealtimeScaling
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
+from .monitoring import AlarmThresholds, LatencyThresholds, MonitoringConfig
+from .rollout import CapacitySize, RolloutConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
 from .versions import CURRENT, ModelVersion, ModelVersionField, approval_problems, pin_problems
 
@@ -39,6 +41,7 @@ class AppConfig(Section):
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @property
     def package_group_name(self) -> str:
@@ -50,11 +53,30 @@ class AppConfig(Section):
         modes["batch"] = self.batch
         return {f"{key}.model_version": mode.model_version for key, mode in modes.items() if mode.enabled}
 
+    def endpoint_modes(self) -> dict[str, RealtimeConfig | AsyncConfig | ServerlessConfig]:
+        """Config key -> section of every enabled endpoint mode."""
+        modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
+        return {key: mode for key, mode in modes.items() if mode.enabled}
+
+    def _rollback_problems(self) -> list[tuple[str, str]]:
+        if self.monitoring.enabled:
+            return []
+        return [
+            (
+                f"{key}.rollout.auto_rollback",
+                "needs monitoring.enabled: it rolls back on the alarms monitoring creates; set it "
+                "to false or enable monitoring (got true)",
+            )
+            for key, mode in self.endpoint_modes().items()
+            if mode.rollout.auto_rollback
+        ]
+
     @model_validator(mode="after")
     def _deployable_versions(self) -> AppConfig:
         deployed = self.deployed_versions()
         problems = pin_problems(deployed, self.package_group_name)
         problems += approval_problems(deployed, self.model.approval_status)
+        problems += self._rollback_problems()
         if problems:
             raise FieldProblems(problems)
         return self
@@ -135,6 +157,11 @@ __all__ = [
     "AsyncConfig",
     "AsyncObjectExpiry",
     "AsyncScaling",
+    "AlarmThresholds",
+    "CapacitySize",
+    "LatencyThresholds",
+    "MonitoringConfig",
+    "RolloutConfig",
     "BatchConfig",
     "CURRENT",
     "ConfigError",

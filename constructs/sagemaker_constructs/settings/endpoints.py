@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..instance_types import is_burstable
 from .base import FieldProblems, InstanceType, Seconds, Section, between
+from .rollout import RolloutConfig, rollout_problems
 from .versions import ModelVersion, ModelVersionField
 
 
@@ -88,19 +89,34 @@ class _InstanceMode(Section):
     container_startup_health_check_timeout_seconds: Annotated[int, between(60, 3600)] = 900
     model_data_download_timeout_seconds: Annotated[int, between(60, 3600)] = 900
 
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
     @model_validator(mode="after")
     def _scalable_instance(self) -> _InstanceMode:
+        problems = []
         if self.scaling is not None and is_burstable(self.instance_type):
-            raise FieldProblems(
-                [
-                    (
-                        "instance_type",
-                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
-                        f"type or set scaling to null (got {self.instance_type!r})",
-                    )
-                ]
+            problems.append(
+                (
+                    "instance_type",
+                    "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
+                    f"type or set scaling to null (got {self.instance_type!r})",
+                )
             )
+        problems += rollout_problems(self.rollout, **self.instance_range())
+        if problems:
+            raise FieldProblems(problems)
         return self
+
+    def instance_range(self) -> dict:
+        """The fewest and most instances the variant may run while a deployment starts."""
+        if self.scaling is None:
+            count = self.initial_instance_count
+            return {"fewest": count, "most": count, "counted_by": "initial_instance_count"}
+        return {
+            "fewest": self.scaling.min_capacity,
+            "most": self.scaling.max_capacity,
+            "counted_by": "scaling.min_capacity",
+        }
 
 
 class RealtimeConfig(_InstanceMode):
