@@ -34,6 +34,9 @@ class SharedModelStack(Stack):
         if config.batch.enabled:
             read_prefixes.append(store.BATCH_INPUT_PREFIX)
             write_prefixes.append(store.BATCH_OUTPUT_PREFIX)
+            # The batch stack's rule starts a transform job when a submission marker is written.
+            store.send_events_to_event_bridge()
+            store.let_alarms_notify_through_key()
         self.execution_role = SageMakerExecutionRole(
             self,
             "ExecutionRole",

@@ -5,7 +5,7 @@ library; app.py and pytest put that folder on sys.path.
 """
 
 from .async_endpoint import AsyncEndpoint
-from .batch import BatchTransformResources
+from .batch_pipeline import BatchTransformPipeline
 from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
 from .model_data import ModelData
@@ -18,7 +18,7 @@ from .storage import ArtifactStore
 __all__ = [
     "ArtifactStore",
     "AsyncEndpoint",
-    "BatchTransformResources",
+    "BatchTransformPipeline",
     "InferenceImages",
     "ModelData",
     "ModelRegistry",
