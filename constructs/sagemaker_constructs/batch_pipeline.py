@@ -177,8 +177,11 @@ class BatchTransformPipeline(Construct):
             output_path="$.batch",
         )
         job_status = {"status": sfn.JsonPath.string_at("$.TransformJobStatus")}
+        # Not retried: "no such job" is the usual answer, and SageMaker reports it as the same generic
+        # error as throttling. Any error leads to CreateTransformJob, which retries throttling and
+        # whose name conflict is caught below.
         find_existing = self._describe_job(
-            "FindExistingJob", result_path="$.existingJob", result_selector=job_status
+            "FindExistingJob", retry=False, result_path="$.existingJob", result_selector=job_status
         )
         create = self._create_transform_job()
         # Two deliveries racing past FindExistingJob: SageMaker refuses the second job name, and the
@@ -302,7 +305,7 @@ class BatchTransformPipeline(Construct):
             .otherwise(not_a_marker)
         )
 
-    def _describe_job(self, state_id: str, **options) -> tasks.CallAwsService:
+    def _describe_job(self, state_id: str, *, retry: bool = True, **options) -> tasks.CallAwsService:
         describe = tasks.CallAwsService(
             self,
             state_id,
@@ -313,6 +316,8 @@ class BatchTransformPipeline(Construct):
             parameters={"TransformJobName": sfn.JsonPath.string_at("$.batch.jobName")},
             **options,
         )
+        if not retry:
+            return describe
         describe.add_retry(
             errors=THROTTLED,
             interval=Duration.seconds(2),
@@ -524,6 +529,15 @@ class BatchTransformPipeline(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
+        # The topic's own policy (TLS only) replaces SNS's default one, which let CloudWatch publish.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"ArnLike": {"aws:SourceArn": alarm.alarm_arn}},
+            )
+        )
         return alarm
 
 

@@ -167,7 +167,8 @@ def test_throttling_and_capacity_errors_are_retried_with_backoff(synth):
             "JitterStrategy": "FULL",
         },
     ]
-    for name in ("FindExistingJob", "DescribeJob", "JobExistsAfterCreateError"):
+    assert "Retry" not in found["FindExistingJob"], "any lookup error leads to CreateTransformJob"
+    for name in ("DescribeJob", "JobExistsAfterCreateError"):
         assert found[name]["Retry"][0]["ErrorEquals"] == ["SageMaker.SageMakerException"]
         assert found[name]["Retry"][0]["BackoffRate"] == 2
 
@@ -265,8 +266,13 @@ def test_the_topic_is_encrypted_and_tls_only(synth):
     _, policy = synth.only("batch", "AWS::SNS::TopicPolicy")
 
     assert flatten(topic["Properties"]["KmsMasterKeyId"]) == KEY_ARN
-    (deny,) = statements(policy["Properties"]["PolicyDocument"])
+    deny, alarms = statements(policy["Properties"]["PolicyDocument"])
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert alarms["Effect"] == "Allow" and alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert alarms["Action"] == "sns:Publish"
+    assert {k: flatten(v) for k, v in alarms["Condition"]["ArnLike"].items()} == {
+        "aws:SourceArn": "<PipelineFailedExecutionsD5F6739E.Arn>"
+    }
 
 
 def test_cloudwatch_alarms_may_use_the_key_to_notify(synth):
