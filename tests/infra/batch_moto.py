@@ -7,12 +7,15 @@ runtime:
   place of the container (`run_lambdas_in_process`).
 - Transform jobs: moto creates them `Completed` at once and never fails one; `script_job_statuses`
   makes DescribeTransformJob walk through the statuses a test names.
+- Job names: moto replaces a job created twice under one name and accepts any name;
+  `enforce_job_names` makes CreateTransformJob refuse both as SageMaker does.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +25,7 @@ from typing import Any
 import boto3
 import requests
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.server import ThreadedMotoServer
 
@@ -41,6 +45,7 @@ def interpreter_missing() -> str | None:
     return None
 
 
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 INTERPRETER_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -114,6 +119,38 @@ def script_job_statuses(monkeypatch, script: dict[str, list[tuple[str, str | Non
 
     monkeypatch.setattr(SageMakerModelBackend, "describe_transform_job", describe)
     return described
+
+
+def enforce_job_names(monkeypatch) -> None:
+    """CreateTransformJob refuses an existing name (ResourceInUse) and an invalid one (ValidationException)."""
+    original = SageMakerModelBackend.create_transform_job
+
+    def create(backend, transform_job_name, **kwargs):
+        if not JOB_NAME.match(transform_job_name):
+            raise ValidationError(
+                f"1 validation error detected: Value '{transform_job_name}' at 'transformJobName' failed to "
+                f"satisfy constraint: Member must satisfy regular expression pattern: {JOB_NAME.pattern}"
+            )
+        if transform_job_name in backend.transform_jobs:
+            raise ResourceInUseException(f"Transform job {transform_job_name} already exists")
+        return original(backend, transform_job_name, **kwargs)
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_transform_job", create)
+
+
+def miss_first_lookup(monkeypatch, name: str) -> None:
+    """The first DescribeTransformJob of `name` answers "not found", as when another execution creates
+    the job just after this one looked."""
+    described = SageMakerModelBackend.describe_transform_job
+    missed: list[str] = []
+
+    def describe(backend, transform_job_name):
+        if transform_job_name == name and not missed:
+            missed.append(name)
+            raise ValidationError(f"Could not find transform job '{name}'.")
+        return described(backend, transform_job_name)
+
+    monkeypatch.setattr(SageMakerModelBackend, "describe_transform_job", describe)
 
 
 def resolve_definition(definition: Any, tokens: dict[str, str]) -> str:

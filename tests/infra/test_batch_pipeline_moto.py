@@ -177,6 +177,7 @@ def pipeline(batch_template, monkeypatch) -> Pipeline:
         batch_moto.run_lambdas_in_process(
             monkeypatch, {FUNCTION_NAME: lambda event: error_count.count(event, s3=moto.client("s3"))}
         )
+        batch_moto.enforce_job_names(monkeypatch)
         script: dict = {}
         described = batch_moto.script_job_statuses(monkeypatch, script)
         yield Pipeline(moto, machine_arn, queue_url, described, script)
@@ -314,6 +315,29 @@ def test_a_second_delivery_of_the_same_event_starts_no_job_and_sends_no_notifica
     assert pipeline.notifications() == []
 
 
+def test_two_deliveries_racing_past_the_lookup_still_start_one_job(pipeline, monkeypatch):
+    pipeline.upload_batch("b-011", {"a.jpg": b"jpeg"})
+    pipeline.deliver(marker_event("b-011"))
+    pipeline.notifications()
+    # The second delivery looks before the first one's job shows up, then tries to create it too.
+    batch_moto.miss_first_lookup(monkeypatch, f"{JOB_PREFIX}b-011")
+
+    second = pipeline.deliver(marker_event("b-011"))
+
+    assert second["status"] == "SUCCEEDED"
+    assert states_entered(pipeline.sfn, second["executionArn"]) == [
+        "ReadSubmission",
+        "IsBatchMarker",
+        "NameTheJob",
+        "FindExistingJob",
+        "CreateTransformJob",
+        "JobExistsAfterCreateError",
+        "AlreadySubmitted",
+    ]
+    assert pipeline.jobs() == [f"{JOB_PREFIX}b-011"]
+    assert pipeline.notifications() == []
+
+
 def test_a_new_batch_id_starts_a_new_job(pipeline):
     for batch_id in ("b-005", "b-006"):
         pipeline.upload_batch(batch_id, {"a.jpg": b"jpeg"})
@@ -340,6 +364,21 @@ def test_a_failed_job_reaches_the_failure_notification(pipeline):
     assert notification["batchId"] == "b-007"
     assert notification["jobName"] == f"{JOB_PREFIX}b-007"
     assert notification["outputs"] == 0 and notification["errorObjects"] == 0
+
+
+def test_a_job_sagemaker_refuses_reaches_the_failure_notification_as_not_created(pipeline):
+    execution = pipeline.deliver(marker_event("bad_id"))
+
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "BatchFailed"
+    assert pipeline.jobs() == []
+    (notification,) = pipeline.notifications()
+    assert notification["status"] == "NotCreated"
+    assert notification["jobName"] == f"{JOB_PREFIX}bad_id"
+    assert "at 'transformJobName' failed to satisfy constraint" in notification["failureReason"]
+    assert notification["outputs"] is None and notification["errorObjects"] is None
+    summary = pipeline.s3.get_object(Bucket=BUCKET, Key="batch/output/bad_id/_summary.json")
+    assert json.loads(summary["Body"].read()) == notification
 
 
 def test_an_object_that_is_not_a_marker_starts_nothing(pipeline):
