@@ -28,17 +28,20 @@ def count(event: dict[str, Any], context: object = None, *, s3: Any = None) -> d
     """`{"bucket", "prefix"}` -> `{"outputs": n, "errorObjects": k, "errorObjectKeys": [first 20]}`."""
     s3 = s3 or boto3.client("s3")
     bucket, prefix = event["bucket"], event["prefix"]
-    keys = [
-        item["Key"]
+    results = [
+        item
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for item in page.get("Contents", [])
         if item["Key"].endswith(RESULT_SUFFIX)
     ]
+    keys = [item["Key"] for item in results]
 
-    def is_error_object(key: str) -> bool:
-        head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
+    def is_error_object(item: dict[str, Any]) -> bool:
+        if item["Size"] == 0:  # S3 refuses a byte range of an empty object
+            return False
+        head = s3.get_object(Bucket=bucket, Key=item["Key"], Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
         return ERROR_OBJECT_START.match(head) is not None
 
     with ThreadPoolExecutor(READERS) as pool:
-        errored = [key for key, bad in zip(keys, pool.map(is_error_object, keys)) if bad]
+        errored = [key for key, bad in zip(keys, pool.map(is_error_object, results)) if bad]
     return {"outputs": len(keys), "errorObjects": len(errored), "errorObjectKeys": errored[:20]}
