@@ -10,7 +10,8 @@ The job name is derived from the batch id, so a re-delivered event or a re-writt
 job already there and ends without a second job or a second notification. The tasks are AWS SDK
 integrations with request-response polling rather than `createTransformJob.sync`: the SDK tasks get
 a role scoped to this app's job names (CDK's SageMaker tasks attach AmazonSageMakerFullAccess unless
-given a role), and every state runs in moto's Step Functions interpreter, which has no `.sync`.
+given a role), and every state type it uses runs in moto's Step Functions interpreter, which has
+no `.sync`.
 """
 
 from __future__ import annotations
