@@ -10,7 +10,7 @@ from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
     AsyncEndpoint,
-    BatchTransformResources,
+    BatchTransformPipeline,
     ModelRegistry,
     PackagedModel,
     RealtimeEndpoint,
@@ -126,6 +126,12 @@ class ServerlessStack(Stack):
 
 
 class BatchStack(Stack):
+    """The batch Model and the pipeline that runs one transform job per submitted batch.
+
+    Outputs follow the batch convention the client relies on: `JobNamePrefix`, `SubmitUri`,
+    `InputUri`, `OutputUri`, `NotificationTopicArn`, `StateMachineArn`.
+    """
+
     def __init__(
         self,
         scope: Construct,
@@ -137,7 +143,7 @@ class BatchStack(Stack):
         config: BatchConfig,
     ) -> None:
         super().__init__(
-            scope, construct_id, description="Detectron2 on SageMaker: batch transform model and S3 prefixes"
+            scope, construct_id, description="Detectron2 on SageMaker: batch transform model and pipeline"
         )
         model = PackagedModel(
             self,
@@ -148,12 +154,24 @@ class BatchStack(Stack):
             instance_type=config.instance_type,
             version=config.model_version,
         )
-        self.transform = BatchTransformResources(
-            self, "BatchTransform", model=model, config=config, store=store
+        # Stack names are letters, digits and hyphens: lowercased, a valid prefix for job names (whose
+        # ARNs SageMaker lowercases).
+        self.pipeline = BatchTransformPipeline(
+            self,
+            "Pipeline",
+            model=model,
+            config=config,
+            store=store,
+            job_name_prefix=f"{self.stack_name.lower()}-",
         )
+        pipeline = self.pipeline
         CfnOutput(self, "ModelName", value=model.model_name)
         CfnOutput(self, "InstanceType", value=config.instance_type)
         if is_gpu(config.instance_type):
             CfnOutput(self, "TransformAmiVersion", value=config.transform_ami_version)
-        CfnOutput(self, "InputUri", value=self.transform.input_uri)
-        CfnOutput(self, "OutputUri", value=self.transform.output_uri)
+        CfnOutput(self, "JobNamePrefix", value=pipeline.job_name_prefix)
+        CfnOutput(self, "SubmitUri", value=pipeline.submit_uri)
+        CfnOutput(self, "InputUri", value=pipeline.input_uri)
+        CfnOutput(self, "OutputUri", value=pipeline.output_uri)
+        CfnOutput(self, "NotificationTopicArn", value=pipeline.topic.topic_arn)
+        CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)

@@ -44,6 +44,9 @@ class SharedModelStack(Stack):
         if config.batch.enabled:
             read_prefixes.append(store.BATCH_INPUT_PREFIX)
             write_prefixes.append(store.BATCH_OUTPUT_PREFIX)
+            # The batch stack's rule starts a transform job when a submission marker is written.
+            store.send_events_to_event_bridge()
+            store.let_alarms_notify_through_key()
         self.execution_role = SageMakerExecutionRole(
             self,
             "ExecutionRole",
@@ -68,7 +71,7 @@ class SharedModelStack(Stack):
         self.alarm_topic: AlarmTopic | None = None
         self.dashboard: InferenceDashboard | None = None
         if config.monitoring.enabled:
-            self.alarm_topic = AlarmTopic(self, "Alarms", key=store.key, email=config.monitoring.email)
+            self.alarm_topic = AlarmTopic(self, "Alarms", store=store, email=config.monitoring.email)
             self.dashboard = InferenceDashboard(self, "Dashboard")
             CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn)
             CfnOutput(self, "DashboardName", value=self.dashboard.dashboard.dashboard_name)

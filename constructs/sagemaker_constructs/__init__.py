@@ -5,7 +5,7 @@ library; app.py and pytest put that folder on sys.path.
 """
 
 from .async_endpoint import AsyncEndpoint
-from .batch import BatchTransformResources
+from .batch_pipeline import BatchTransformPipeline
 from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
 from .model_data import ModelData
@@ -23,7 +23,7 @@ __all__ = [
     "EndpointMetrics",
     "InferenceDashboard",
     "AsyncEndpoint",
-    "BatchTransformResources",
+    "BatchTransformPipeline",
     "InferenceImages",
     "ModelData",
     "ModelRegistry",

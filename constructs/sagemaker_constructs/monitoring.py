@@ -16,12 +16,12 @@ from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from .settings import AlarmThresholds
+from .storage import ArtifactStore
 
 EndpointKind = Literal["realtime", "async", "serverless"]
 INVOCATION_NAMESPACE = "AWS/SageMaker"
@@ -77,17 +77,22 @@ class EndpointMetrics:
 class AlarmTopic(Construct):
     """The SNS topic every alarm notifies: encrypted with the app's key, TLS only, optional e-mail."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, email: str | None) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, store: ArtifactStore, email: str | None
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "Topic", master_key=key, enforce_ssl=True)
+        self.topic = sns.Topic(self, "Topic", master_key=store.key, enforce_ssl=True)
         if email is not None:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
-        # CloudWatch publishes to the encrypted topic only if it may use the key, for this account.
-        key.add_to_resource_policy(
+        # CloudWatch publishes to the encrypted topic only if it may use the key, and the TLS-only
+        # topic policy replaces SNS's default one, which let CloudWatch publish: both allowed again
+        # for this account's alarms.
+        store.let_alarms_notify_through_key()
+        self.topic.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             )
         )

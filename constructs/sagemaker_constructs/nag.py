@@ -3,8 +3,9 @@
 import json
 from typing import Any
 
+import jsii
 from aws_cdk import Acknowledgment, Stack, Validations
-from constructs import IConstruct
+from constructs import IConstruct, IValidation
 
 
 def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
@@ -16,11 +17,25 @@ def acknowledge_wildcard_resources(scope: IConstruct, resources: list[str], reas
     """Acknowledge IAM5 for prefix wildcards such as `<bucket ARN>/async/input/*`.
 
     cdk-nag names each finding after the resource as it renders it (Ref -> `<Name>`, GetAtt ->
-    `<Logical.Attr>`, Fn::Join concatenated); tokens must be local to `scope`'s stack.
+    `<Logical.Attr>`, Fn::Join concatenated, anything else as compact JSON).
     """
-    stack = Stack.of(scope)
-    for resource in resources:
-        acknowledge(scope, f"AwsSolutions-IAM5[Resource::{_as_nag_renders(stack.resolve(resource))}]", reason)
+    scope.node.add_validation(_AcknowledgeAtSynth(scope, list(resources), reason))
+
+
+@jsii.implements(IValidation)
+class _AcknowledgeAtSynth:
+    """Resolves the resources once synthesis has settled cross-stack references (a bucket ARN from
+    the shared stack renders as `Fn::GetStackOutput` only then), and acknowledges them as rendered."""
+
+    def __init__(self, scope: IConstruct, resources: list[str], reason: str) -> None:
+        self.scope, self.resources, self.reason = scope, resources, reason
+
+    def validate(self) -> list[str]:
+        stack = Stack.of(self.scope)
+        for resource in self.resources:
+            rendered = _as_nag_renders(stack.resolve(resource))
+            acknowledge(self.scope, f"AwsSolutions-IAM5[Resource::{rendered}]", self.reason)
+        return []
 
 
 def _as_nag_renders(value: Any) -> str:

@@ -1,6 +1,7 @@
 """Encrypted storage every mode writes into: one KMS key, the artifacts bucket and its access-log bucket."""
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -20,10 +21,14 @@ class ArtifactStore(Construct):
     ASYNC_OUTPUT_PREFIX = "async/output"
     ASYNC_FAILURE_PREFIX = "async/failure"
     BATCH_INPUT_PREFIX = "batch/input"
+    # A batch is submitted by writing batch/submit/<batch-id> last; outside the input prefix, a marker
+    # is never sent to the model as a record.
+    BATCH_SUBMIT_PREFIX = "batch/submit"
     BATCH_OUTPUT_PREFIX = "batch/output"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
+        self._alarms_may_use_key = False
         self.key = kms.Key(
             self,
             "Key",
@@ -75,6 +80,33 @@ class ArtifactStore(Construct):
         """Expire the objects under `prefix` `days` after they were written (versioning keeps the
         previous version for the bucket's noncurrent-version period)."""
         self.bucket.add_lifecycle_rule(prefix=f"{prefix}/", expiration=Duration.days(days))
+
+    def send_events_to_event_bridge(self) -> None:
+        """S3 sends the bucket's object events to EventBridge (rules pick what they need).
+
+        Set on the bucket resource itself: the L2 `event_bridge_enabled` goes through a
+        notifications custom resource (a Lambda function) for what is one property.
+        """
+        cfn_bucket = self.bucket.node.default_child
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
+                event_bridge_enabled=True
+            )
+        )
+
+    def let_alarms_notify_through_key(self) -> None:
+        """CloudWatch alarms may publish to topics encrypted with the key (alarm and batch topics)."""
+        if self._alarms_may_use_key:
+            return
+        self._alarms_may_use_key = True
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            )
+        )
 
     def objects_under(self, prefix: str) -> str:
         """ARN pattern of every object under `prefix`."""

@@ -22,7 +22,7 @@ def test_the_email_must_be_an_address(tmp_path):
     problem(
         tmp_path,
         {"monitoring": {"email": "oncall"}},
-        "monitoring.email: must be an e-mail address (got 'oncall')",
+        "monitoring.email: must be an e-mail address such as ops@example.com (got 'oncall')",
     )
 
 
@@ -161,6 +161,11 @@ def test_alarm_topic_is_encrypted_with_the_shared_key_tls_only_and_usable_by_clo
     ]
     assert cloudwatch["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    # The TLS-only topic policy replaces SNS's default one, so CloudWatch needs its own allow.
+    (publish,) = [s for s in statements(policy) if s["Effect"] == "Allow"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publish["Action"] == "sns:Publish" and publish["Resource"] == {"Ref": topic_id}
+    assert publish["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
     assert not synth.resources("shared", "AWS::SNS::Subscription")
 
 

@@ -560,18 +560,7 @@ def test_serverless_provisioned_concurrency_tracks_its_utilization(prod_synth):
     }
 
 
-# --- batch -----------------------------------------------------------------------------------
-
-
-def test_batch_stack_holds_the_model_and_publishes_its_prefixes(synth):
-    outputs = synth.template("batch")["Outputs"]
-    bucket = "<Detectron2-Shared:PublishOutputRefArtifactsBucket88671897B2274564>"
-
-    assert {r["Type"] for r in synth.template("batch")["Resources"].values()} == {"AWS::SageMaker::Model"}
-    assert flatten(outputs["InputUri"]["Value"]) == f"s3://{bucket}/batch/input"
-    assert flatten(outputs["OutputUri"]["Value"]) == f"s3://{bucket}/batch/output"
-    assert outputs["InstanceType"]["Value"] == "ml.g4dn.xlarge"
-    assert outputs["TransformAmiVersion"]["Value"] == "al2-ami-sagemaker-batch-gpu-535"
+# --- batch: see test_batch_pipeline.py ----------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["realtime", "async"])

@@ -78,6 +78,9 @@ def _instance_type(value: str) -> str:
 
 InstanceType = Annotated[str, AfterValidator(_instance_type)]
 Seconds = Annotated[int, between(0, 3600)]
+EmailAddress = Annotated[
+    str, matching(re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), "an e-mail address such as ops@example.com")
+]
 
 
 class Section(BaseModel):

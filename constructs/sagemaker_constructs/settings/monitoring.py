@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from .base import FieldProblems, Section, between, matching
-
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+from .base import EmailAddress, FieldProblems, Section, between
 
 
 class LatencyThresholds(Section):
@@ -55,5 +52,5 @@ class AlarmThresholds(Section):
 class MonitoringConfig(Section):
     enabled: bool = True
     # Subscribed to the alarm topic (it confirms by e-mail); null: no subscription.
-    email: Annotated[str, matching(EMAIL, "an e-mail address")] | None = None
+    email: EmailAddress | None = None
     alarms: AlarmThresholds = Field(default_factory=AlarmThresholds)
