@@ -130,11 +130,14 @@ def run(
             say(str(save_result(image, parse_result(body, uri))))
         except CliError as error:
             failures[image] = str(error)
-    summary = object_body(aws, f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}")
+    summary_uri = f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}"
+    summary = object_body(aws, summary_uri)
     if summary is not None:
         target = images[0].parent / f"batch-{batch_id}.summary.json"
         target.write_bytes(summary)
         say(f"{target}")
+    else:
+        say(f"no {SUMMARY_OBJECT} yet (the pipeline writes it at {summary_uri})")
     summarize(
         failures,
         len(images),

@@ -69,9 +69,7 @@ def parser() -> argparse.ArgumentParser:
         "--packager-python", help="python with torch (+detectron2) to package with (default: this one)"
     )
     reg.add_argument("--wait-delay", type=positive(float), default=5.0, help=argparse.SUPPRESS)
-    reg.add_argument(
-        "packager_args", nargs=argparse.REMAINDER, help="after --: packaging flags (--output is added)"
-    )
+    reg.epilog = "Everything after -- goes to the packaging command; it gets --output itself."
 
     inv = commands.add_parser(
         "invoke", help="real-time or serverless: one image or a folder, results beside them"
@@ -112,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def dispatch(args: argparse.Namespace) -> None:
+def dispatch(args: argparse.Namespace, packager_args: list[str]) -> None:
     if args.command == "show":
         show.run(path=args.path, image=args.image, output=args.output, min_score=args.min_score)
         return
@@ -120,7 +118,6 @@ def dispatch(args: argparse.Namespace) -> None:
         region=args.region, profile=args.profile, app_name=args.app_name, max_attempts=args.max_attempts
     )
     if args.command == "register":
-        packager_args = args.packager_args[1:] if args.packager_args[:1] == ["--"] else args.packager_args
         register.run(
             aws,
             model=args.model,
@@ -157,9 +154,17 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `register ... -- <packaging flags>`: split by hand, argparse would take them for its own.
+    packager_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, packager_args = argv[:split], argv[split + 1 :]
     args = parser().parse_args(argv)
+    if packager_args and args.command != "register":
+        parser().error(f"only register takes arguments after --, {args.command} does not")
     try:
-        dispatch(args)
+        dispatch(args, packager_args)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

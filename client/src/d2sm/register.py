@@ -107,10 +107,15 @@ def with_model_data(specification: dict, model_data_url: str) -> dict:
 
 
 def latest_version(aws: Aws, group: str) -> dict:
+    # The highest version number, not the newest CreationTime: versions created within one clock
+    # tick would tie.
     with aws_errors(f"listing the versions in model package group {group}"):
-        summaries = aws.sagemaker.list_model_packages(
-            ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending", MaxResults=1
-        )["ModelPackageSummaryList"]
+        pages = aws.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group)
+        summaries = sorted(
+            (s for page in pages for s in page["ModelPackageSummaryList"]),
+            key=lambda s: s.get("ModelPackageVersion", 0),
+            reverse=True,
+        )
     if not summaries:
         raise CliError(
             f"model package group {group} has no version to take the inference images from: deploy the "
