@@ -6,7 +6,6 @@ SageMaker resources are created through the SageMaker API because moto's CloudFo
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -19,7 +18,14 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import requests
-from d2sm.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT_SRC = REPO / "client" / "src"
+# This tree's client, whichever checkout the venv's editable install points at.
+if str(CLIENT_SRC) not in sys.path:
+    sys.path.insert(0, str(CLIENT_SRC))
+
+from d2sm.cli import main  # noqa: E402
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from moto.server import ThreadedMotoServer
 from PIL import Image
@@ -260,12 +266,7 @@ def d2sm(capsys: pytest.CaptureFixture, *args: str) -> Run:
 def d2sm_process(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The installed `d2sm` console script as a separate process."""
     script = Path(sys.executable).with_name("d2sm")
+    env = {**env, "PYTHONPATH": str(CLIENT_SRC)}
     return subprocess.run(
         [str(script), *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
     )
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
