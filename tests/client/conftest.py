@@ -128,8 +128,12 @@ class Deployment:
 
 @pytest.fixture
 def deployed(aws_env: dict[str, str]) -> Deployment:
-    """What `cdk deploy --all` leaves: stacks with outputs, a group with one version, three endpoints."""
-    url = aws_env["AWS_ENDPOINT_URL"]
+    return deploy(aws_env["AWS_ENDPOINT_URL"])
+
+
+def deploy(url: str) -> Deployment:
+    """What `cdk deploy --all` leaves: stacks with outputs, a group with one version, three endpoints.
+    Needs AWS_ENDPOINT_URL and credentials for moto in the environment."""
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     stack(

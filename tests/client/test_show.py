@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,4 +156,8 @@ def test_missing_image_is_one_line(tmp_path, capsys):
         1,
         f"error: {tmp_path / 'gone.jpg'} (the image for {result}) does not exist: pass --image\n",
     )
-    shutil.rmtree(tmp_path)
+
+
+def test_missing_result_is_one_line(tmp_path, capsys):
+    run = d2sm(capsys, "show", tmp_path / "nothing.jpg.json")
+    assert (run.code, run.err) == (1, f"error: {tmp_path / 'nothing.jpg.json'} does not exist\n")

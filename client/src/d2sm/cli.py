@@ -1,5 +1,7 @@
-"""`d2sm`: the command-line client. Every failure is one `error:` line on stderr and exit status 1
-(2 for a bad command line)."""
+"""d2sm: register, invoke, async, batch and show for the Detectron2 SageMaker stacks.
+
+Every failure is one `error:` line on stderr and exit status 1 (2 for a bad command line).
+"""
 
 from __future__ import annotations
 

@@ -110,6 +110,8 @@ def show_one(result: Path, image: Path | None, output: Path | None, min_score: f
 
 
 def run(*, path: Path, image: Path | None, output: Path | None, min_score: float):
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
     if path.is_file() and path.name.endswith(RESULT_SUFFIX):
         saved = show_one(path, image, output, min_score)
         say(f"{saved}: {len(json.loads(path.read_text())['instances'])} instance(s)")
