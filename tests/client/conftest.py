@@ -37,7 +37,7 @@ GROUP = "detectron2-maskrcnn"
 GPU_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/cdk-hnb659fds-container-assets:gpu"
 CPU_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/cdk-hnb659fds-container-assets:cpu"
 INITIAL_MODEL = "s3://cdk-hnb659fds-assets/abc123.tar.gz"
-JOB_NAME_PREFIX = "Detectron2-batch-"
+JOB_NAME_PREFIX = "detectron2-batch-"
 ENDPOINTS = {"Realtime": "realtime-endpoint", "Serverless": "serverless-endpoint", "Async": "async-endpoint"}
 
 

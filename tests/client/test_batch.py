@@ -18,6 +18,7 @@ class Pipeline(threading.Thread):
     """What the deployed pipeline does, per the batch convention (README, "Batch transform")."""
 
     def __init__(self, bucket: str, answers: dict[str, dict], *, status: str = "Completed", reason: str = ""):
+        """status NotCreated: the create call is refused, only the summary says so."""
         super().__init__(daemon=True)
         self.bucket, self.answers, self.status, self.reason = bucket, answers, status, reason
         self.inputs_at_submit: list[str] = []
@@ -37,6 +38,12 @@ class Pipeline(threading.Thread):
         listed = s3.list_objects_v2(Bucket=self.bucket, Prefix=f"batch/input/{batch_id}/").get("Contents", [])
         self.inputs_at_submit = sorted(o["Key"] for o in listed)
         self.job_name = JOB_NAME_PREFIX + batch_id
+        if self.status == "NotCreated":
+            summary = {"batchId": batch_id, "status": "NotCreated", "failureReason": self.reason}
+            s3.put_object(
+                Bucket=self.bucket, Key=f"batch/output/{batch_id}/_summary.json", Body=json.dumps(summary)
+            )
+            return
         boto3.client("sagemaker", region_name=REGION).create_transform_job(
             TransformJobName=self.job_name,
             ModelName="Batch-model",
@@ -96,7 +103,7 @@ def test_folder_submitted_followed_and_downloaded(deployed, pipeline, tmp_path, 
     assert run.code == 0, run.err
     # The marker came last: when the pipeline saw it, every image was already uploaded.
     assert runner.inputs_at_submit == ["batch/input/run-1/a.jpg", "batch/input/run-1/b.png"]
-    assert runner.job_name == "Detectron2-batch-run-1"
+    assert runner.job_name == "detectron2-batch-run-1"
     assert json.loads((tmp_path / "a.jpg.json").read_text()) == answers["a.jpg"]
     assert json.loads((tmp_path / "b.png.json").read_text()) == answers["b.png"]
     assert json.loads((tmp_path / "batch-run-1.summary.json").read_text()) == {
@@ -142,7 +149,17 @@ def test_failed_job_is_one_line_with_its_reason(deployed, pipeline, tmp_path, ca
 
     assert (run.code, run.err) == (
         1,
-        "error: transform job Detectron2-batch-bad Failed: ClientError: See job logs for more information\n",
+        "error: transform job detectron2-batch-bad Failed: ClientError: See job logs for more information\n",
+    )
+
+
+def test_job_the_pipeline_could_not_create_is_one_line(deployed, pipeline, tmp_path, capsys):
+    photo(tmp_path / "a.jpg")
+    pipeline({}, status="NotCreated", reason="ResourceLimitExceeded: quota")
+    run = d2sm(capsys, "batch", tmp_path, "--batch-id", "refused", "--poll", "0.05", "--timeout", "30")
+    assert (run.code, run.err) == (
+        1,
+        "error: batch refused: the pipeline reports NotCreated: ResourceLimitExceeded: quota\n",
     )
 
 
@@ -151,7 +168,7 @@ def test_job_never_started_times_out_naming_the_batch(deployed, tmp_path, capsys
     run = d2sm(capsys, "batch", tmp_path, "--batch-id", "idle", "--poll", "0.05", "--timeout", "0.3")
     assert run.code == 1
     assert run.err == (
-        "error: transform job Detectron2-batch-idle is still 'waiting for the pipeline to start the job' "
+        "error: transform job detectron2-batch-idle is still 'waiting for the pipeline to start the job' "
         "after 0.3 s; batch id idle\n"
     )
 
@@ -159,7 +176,15 @@ def test_job_never_started_times_out_naming_the_batch(deployed, tmp_path, capsys
 @pytest.mark.parametrize(
     ("batch_id", "message"),
     [
-        ("has_underscore", "error: batch id 'has_underscore' may only hold letters, digits and '-'\n"),
+        (
+            "has_underscore",
+            "error: batch id 'has_underscore' may only hold letters, digits and '-', and must end with a "
+            "letter or digit\n",
+        ),
+        (
+            "ends-",
+            "error: batch id 'ends-' may only hold letters, digits and '-', and must end with a letter or digit\n",
+        ),
         (
             "x" * 50,
             f"error: batch id '{'x' * 50}' is too long: {JOB_NAME_PREFIX}{'x' * 50} must be at most 63 characters (at most 46 for the id)\n",

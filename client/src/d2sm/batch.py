@@ -3,6 +3,7 @@ download the results (the convention shared with the batch pipeline: README, "Ba
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -17,7 +18,8 @@ from .errors import CliError
 from .files import content_type, images_in, parse_result, save_result
 from .progress import bar, say, summarize
 
-BATCH_ID = re.compile(r"^[a-zA-Z0-9-]+$")
+# The convention's characters; SageMaker job names must also end with a letter or digit.
+BATCH_ID = re.compile(r"^[a-zA-Z0-9-]*[a-zA-Z0-9]$")
 MAX_JOB_NAME = 63
 SUMMARY_OBJECT = "_summary.json"
 FINISHED = {"Completed", "Failed", "Stopped"}
@@ -30,7 +32,9 @@ def new_batch_id() -> str:
 
 def check_batch_id(batch_id: str, job_name_prefix: str) -> None:
     if not BATCH_ID.match(batch_id):
-        raise CliError(f"batch id {batch_id!r} may only hold letters, digits and '-'")
+        raise CliError(
+            f"batch id {batch_id!r} may only hold letters, digits and '-', and must end with a letter or digit"
+        )
     if len(job_name_prefix) + len(batch_id) > MAX_JOB_NAME:
         raise CliError(
             f"batch id {batch_id!r} is too long: {job_name_prefix}{batch_id} must be at most {MAX_JOB_NAME} "
@@ -60,6 +64,21 @@ def count_outputs(aws: Aws, bucket: str, prefix: str) -> int:
     with aws_errors(f"listing s3://{bucket}/{prefix}/"):
         pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
         return sum(1 for page in pages for o in page.get("Contents", []) if o["Key"].endswith(".out"))
+
+
+def not_started(aws: Aws, batch_id: str, summary_uri: str) -> None:
+    """With no job yet, the pipeline's summary may already say why (status NotCreated: the create
+    call was refused)."""
+    body = object_body(aws, summary_uri)
+    if body is None:
+        return
+    try:
+        summary = json.loads(body)
+    except json.JSONDecodeError:
+        return
+    if isinstance(summary, dict) and summary.get("status") not in (None, "Completed"):
+        reason = summary.get("failureReason") or "no reason given"
+        raise CliError(f"batch {batch_id}: the pipeline reports {summary['status']}: {reason}")
 
 
 def run(
@@ -99,12 +118,15 @@ def run(
     say(f"batch {batch_id}: {len(images)} image(s) under s3://{input_bucket}/{input_prefix}/, job {job_name}")
 
     output_bucket, output_prefix = under(outputs["OutputUri"], batch_id)
+    summary_uri = f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}"
     # A hand-written loop rather than the TransformJobCompletedOrStopped waiter: the bar shows the
     # job's status and how many outputs exist while it runs, which a blocking waiter cannot.
     deadline = time.monotonic() + timeout_s
     with bar(len(images), job_name) as progress:
         while True:
             job = describe_job(aws, job_name)
+            if job is None:
+                not_started(aws, batch_id, summary_uri)
             status = job["TransformJobStatus"] if job else "waiting for the pipeline to start the job"
             progress.set_postfix_str(status)
             progress.n = count_outputs(aws, output_bucket, output_prefix) if job else 0
@@ -130,7 +152,6 @@ def run(
             say(str(save_result(image, parse_result(body, uri))))
         except CliError as error:
             failures[image] = str(error)
-    summary_uri = f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}"
     summary = object_body(aws, summary_uri)
     if summary is not None:
         target = images[0].parent / f"batch-{batch_id}.summary.json"
