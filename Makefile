@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install synth test test-infra test-container lint-templates clean diff
+.PHONY: install synth test test-infra test-container lint-templates clean
 
 install: $(VENV)/.installed node_modules/.package-lock.json
 
@@ -41,6 +41,7 @@ lint-templates: synth
 # here with the same CLI and context; no AWS. FAIL_ON_DESTRUCTIVE=1: exit non-zero when a stateful
 # resource would be replaced or destroyed. CONTEXT="env=dev": context for both synths.
 BASE ?= $(shell git merge-base HEAD main 2>/dev/null || echo main)
+.PHONY: diff
 diff: install
 	$(PYTHON) scripts/cdk_diff.py --base $(BASE) $(if $(FAIL_ON_DESTRUCTIVE),--fail-on-destructive) \
 		$(foreach pair,$(CONTEXT),--context $(pair)) $(if $(MARKDOWN_DIR),--markdown-dir $(MARKDOWN_DIR))
