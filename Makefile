@@ -11,10 +11,11 @@ CDK := npx --no-install cdk
 install: $(VENV)/.installed node_modules/.package-lock.json
 
 # pip -qq: errors only (pip configs that list missing index folders warn once per package).
-$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt client/requirements.txt client/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
+	$(PIP) install -qq -e client
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -35,6 +36,15 @@ test-container: install
 # cfn-lint over what `make synth` wrote (the tests do the same on their own synth).
 lint-templates: synth
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+# CDK diff per stack between BASE (default: the merge base with main) and this tree, both synthesized
+# here with the same CLI and context; no AWS. FAIL_ON_DESTRUCTIVE=1: exit non-zero when a stateful
+# resource would be replaced or destroyed. CONTEXT="env=dev": context for both synths.
+BASE ?= $(shell git merge-base HEAD main 2>/dev/null || echo main)
+.PHONY: diff
+diff: install
+	$(PYTHON) scripts/cdk_diff.py --base $(BASE) $(if $(FAIL_ON_DESTRUCTIVE),--fail-on-destructive) \
+		$(foreach pair,$(CONTEXT),--context $(pair)) $(if $(MARKDOWN_DIR),--markdown-dir $(MARKDOWN_DIR))
 
 clean:
 	rm -rf cdk.out .pytest_cache

@@ -1,0 +1,1 @@
+"""Command-line client for the Detectron2-on-SageMaker stacks (never imports the CDK app or the container)."""

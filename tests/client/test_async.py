@@ -1,0 +1,68 @@
+"""`d2sm async` against moto: the request is uploaded under the async input prefix, the output or
+failure object (moto writes it at once, to a bucket of its own) is downloaded beside the image."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from .conftest import REGION, d2sm, detections, error_object, photo
+
+
+def test_folder_results_saved_and_inputs_under_the_async_prefix(deployed, tmp_path, capsys):
+    images = [photo(tmp_path / "a.jpg", seed=1), photo(tmp_path / "b.png", seed=2)]
+    deployed.canned_async_results([(False, json.dumps(detections() | {"n": i})) for i in range(2)])
+
+    run = d2sm(capsys, "async", tmp_path, "--poll", "0.05")
+
+    assert run.code == 0, run.err
+    # Requests are submitted in name order, so the queue's answers land in that order.
+    assert [json.loads((tmp_path / f"{i.name}.json").read_text())["n"] for i in images] == [0, 1]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=deployed.bucket)["Contents"]
+    ]
+    assert sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith("async/input/")) == ["a.jpg", "b.png"]
+    uploaded = boto3.client("s3", region_name=REGION).get_object(
+        Bucket=deployed.bucket, Key=next(k for k in keys if k.endswith("/a.jpg"))
+    )
+    assert uploaded["Body"].read() == images[0].read_bytes()
+    assert uploaded["ContentType"] == "image/jpeg"
+
+
+def test_failure_object_is_one_line_and_saves_nothing(deployed, tmp_path, capsys):
+    image = photo(tmp_path / "a.jpg")
+    deployed.canned_async_results(
+        [(True, json.dumps(error_object("internal_error", "request req-9 failed")))]
+    )
+
+    run = d2sm(capsys, "async", image, "--poll", "0.05")
+
+    assert run.code == 1
+    assert run.err.startswith("error: the endpoint wrote a failure to s3://")
+    assert "internal_error" in run.err and run.err.count("\n") == 1
+    assert not (tmp_path / "a.jpg.json").exists()
+
+
+def test_error_object_as_output_fails(deployed, tmp_path, capsys):
+    deployed.canned_async_results([(False, json.dumps(error_object()))])
+    run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--poll", "0.05")
+    assert run.code == 1
+    assert "the model returned an error: invalid_input: the body is not a JPEG" in run.err
+
+
+def test_timeout_names_where_the_output_is_expected(deployed, tmp_path, capsys, monkeypatch):
+    deployed.canned_async_results([(False, json.dumps(detections()))])
+    # moto writes the output during the call itself; to reach the timeout it must read as absent.
+    from d2sm import async_invoke
+
+    monkeypatch.setattr(async_invoke, "object_body", lambda aws, uri: None)
+    run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--poll", "0.05", "--timeout", "0.2")
+    assert run.code == 1
+    assert run.err.startswith("error: no output after 0.2 s (still expected at s3://")
+
+
+def test_async_endpoint_missing(deployed, tmp_path, capsys):
+    run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--endpoint", "gone")
+    assert (run.code, run.err) == (1, "error: endpoint gone does not exist\n")
