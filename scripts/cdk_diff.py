@@ -38,6 +38,10 @@ STATEFUL_TYPES = {
     "AWS::SageMaker::Endpoint",
 }
 DESTRUCTIVE_IMPACTS = ("may be replaced", "replace", "destroy", "orphan")
+# Replacing these keeps the old resource (UpdateReplacePolicy Retain, asserted by the registry's
+# tests): a new model package is how a new model or image is registered, and the old version stays
+# in the group, deployable. Removing one from the app still counts as destructive.
+KEPT_ON_REPLACEMENT = {"AWS::SageMaker::ModelPackage"}
 RESOURCE_LINE = re.compile(r"^\[(?P<op>[-+~])\] (?P<type>AWS::\S+|Custom::\S+) (?P<rest>.*)$")
 # GitHub rejects comments over 65536 characters; leave room for the marker and the header.
 COMMENT_LIMIT = 60000
@@ -83,7 +87,8 @@ def parse(name: str, text: str) -> StackDiff:
         else:
             diff.changed += 1
             diff.replaced += impact in ("replace", "may be replaced")
-        if resource_type in STATEFUL_TYPES and (op == "-" or impact):
+        kept = op == "~" and resource_type in KEPT_ON_REPLACEMENT
+        if resource_type in STATEFUL_TYPES and (op == "-" or impact) and not kept:
             logical_id = rest.removesuffix(" " + impact).split()[-1] if impact else rest.split()[-1]
             diff.destructive.append(f"{resource_type} {logical_id} {impact or 'destroy'}")
     return diff

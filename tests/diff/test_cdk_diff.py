@@ -52,6 +52,16 @@ def test_endpoint_config_replacement_is_not_destructive():
     assert (diff.changed, diff.replaced, diff.destructive) == (1, 1, [])
 
 
+def test_a_new_model_package_version_is_not_destructive_but_removing_the_package_is():
+    replaced = "[~] AWS::SageMaker::ModelPackage Registry/Package RegistryPackage1234 replace\n"
+    removed = "[-] AWS::SageMaker::ModelPackage Registry/Package RegistryPackage1234 destroy\n"
+    assert cdk_diff.parse("S", replaced).destructive == []
+    assert cdk_diff.parse("S", replaced).replaced == 1
+    assert cdk_diff.parse("S", removed).destructive == [
+        "AWS::SageMaker::ModelPackage RegistryPackage1234 destroy"
+    ]
+
+
 def test_a_removed_stack_destroys_its_stateful_resources():
     template = {"Resources": {"B": {"Type": "AWS::S3::Bucket"}, "R": {"Type": "AWS::IAM::Role"}}}
     diff = cdk_diff.removed_stack("Old-Shared", template)
