@@ -29,7 +29,7 @@ class SharedModelStack(Stack):
         images = InferenceImages(self, "Images", directory=container_dir)
         model_data = ModelData(self, "ModelData", location=config.model.data)
         store = self.store
-        read_prefixes, write_prefixes = [], []
+        read_prefixes, write_prefixes = [store.MODELS_PREFIX], []
         if config.async_.enabled:
             read_prefixes.append(store.ASYNC_INPUT_PREFIX)
             write_prefixes += [store.ASYNC_OUTPUT_PREFIX, store.ASYNC_FAILURE_PREFIX]

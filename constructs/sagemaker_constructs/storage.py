@@ -25,6 +25,9 @@ class ArtifactStore(Construct):
     # is never sent to the model as a record.
     BATCH_SUBMIT_PREFIX = "batch/submit"
     BATCH_OUTPUT_PREFIX = "batch/output"
+    # Model versions registered outside this app (`d2sm register` uploads them here), so a version
+    # pinned in config can be deployed: the execution role reads this prefix.
+    MODELS_PREFIX = "models"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)

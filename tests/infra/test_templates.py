@@ -213,6 +213,8 @@ def test_execution_role_s3_access_is_scoped_to_the_model_and_the_inference_prefi
     assert access == {
         "s3:GetObject": {
             "arn:<AWS::Partition>:s3:::replace-with-your-bucket/detectron2/model.tar.gz",
+            # Versions registered with `d2sm register`, deployable once pinned.
+            f"{bucket}/models/*",
             f"{bucket}/async/input/*",
             f"{bucket}/batch/input/*",
         },
@@ -225,7 +227,9 @@ def test_execution_role_s3_access_is_scoped_to_the_model_and_the_inference_prefi
         },
     }
     (listing,) = [s for s in execution_role_statements(synth) if s["Action"] == "s3:ListBucket"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["async/input/*", "batch/input/*"]}}
+    assert listing["Condition"] == {
+        "StringLike": {"s3:prefix": ["models/*", "async/input/*", "batch/input/*"]}
+    }
 
 
 def test_execution_role_wildcard_resources_are_only_for_actions_without_resource_scoping(synth):
