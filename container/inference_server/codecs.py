@@ -281,10 +281,12 @@ def mask_window(mask: np.ndarray, box: Sequence[float] | None) -> tuple[int, int
 
 def _window_holds_every_pixel(mask: np.ndarray, window: tuple[int, int, int, int], ones_inside: int) -> bool:
     """Whether the mask has no pixel outside the window, given how many it has inside: the one pass
-    over the whole mask (`any` above and below the window's rows, a count across them), far cheaper
-    than transposing it."""
+    over the whole mask (a maximum above and below the window's rows, a count across them), far
+    cheaper than transposing it."""
     _, y0, _, y1 = window
-    if mask[:y0].any() or mask[y1:].any():
+    # The rows above and below the window are contiguous bytes: their maximum is the fastest full scan
+    # numpy has (any() is slower when it finds nothing, which is the usual case here).
+    if mask[:y0].view(np.uint8).max(initial=0) or mask[y1:].view(np.uint8).max(initial=0):
         return False
     return np.count_nonzero(mask[y0:y1]) == ones_inside
 
