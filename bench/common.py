@@ -70,6 +70,8 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         key: value for key, value in os.environ.items() if key not in ("INFERENCE_MODE", "SAGEMAKER_BATCH")
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")]))
+    # Latency, not the real-time deadline, is measured: a slow or busy machine must not turn into 503s.
+    env["REQUEST_TIMEOUT_S"] = "3600"
     env.update(extra or {})
     return env
 
