@@ -6,22 +6,33 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install synth test test-infra test-container lint-templates clean
+.PHONY: install install-synth synth test test-infra test-container bench lint-templates clean
 
+# Everything the tests need (torch, the serving package's dependencies, the test tools).
 install: $(VENV)/.installed node_modules/.package-lock.json
 
+# Only what synthesis needs: the CDK app's requirements and the CDK CLI.
+install-synth: $(VENV)/.installed-synth node_modules/.package-lock.json
+
 # pip -qq: errors only (pip configs that list missing index folders warn once per package).
+$(VENV)/.installed-synth: requirements.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq -r requirements.txt
+	touch $@
+
+# requirements-dev.txt includes requirements.txt, so a full install also satisfies synth.
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt client/requirements.txt client/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
 	$(PIP) install -qq -e client
-	touch $@
+	touch $@ $(VENV)/.installed-synth
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-synth: install
+synth: install-synth
 	$(CDK) synth --quiet
 
 test: install
@@ -33,8 +44,12 @@ test-infra: install
 test-container: install
 	$(PYTHON) -m pytest tests/container
 
+# Markdown tables from one run, for each backend installed (README "Performance"); BENCH_ARGS=--help.
+bench: $(VENV)/.installed
+	PYTHONPATH=container $(PYTHON) -m bench $(BENCH_ARGS)
+
 # cfn-lint over what `make synth` wrote (the tests do the same on their own synth).
-lint-templates: synth
+lint-templates: install synth
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 # CDK diff per stack between BASE (default: the merge base with main) and this tree, both synthesized
@@ -42,7 +57,7 @@ lint-templates: synth
 # resource would be replaced or destroyed. CONTEXT="env=dev": context for both synths.
 BASE ?= $(shell git merge-base HEAD main 2>/dev/null || echo main)
 .PHONY: diff
-diff: install
+diff: install-synth
 	$(PYTHON) scripts/cdk_diff.py --base $(BASE) $(if $(FAIL_ON_DESTRUCTIVE),--fail-on-destructive) \
 		$(foreach pair,$(CONTEXT),--context $(pair)) $(if $(MARKDOWN_DIR),--markdown-dir $(MARKDOWN_DIR))
 

@@ -105,7 +105,15 @@ def clone(tmp_path_factory) -> Path:
 def make_diff(tree: Path, *variables: str) -> subprocess.CompletedProcess:
     venv = Path(sys.executable).parents[1]
     # -o: treat the install stamps as current; this test must not install anything.
-    command = ["make", "-s", "-o", f"{venv}/.installed", "-o", "node_modules/.package-lock.json", "diff"]
+    command = [
+        "make",
+        "-s",
+        "-o",
+        f"{venv}/.installed-synth",
+        "-o",
+        "node_modules/.package-lock.json",
+        "diff",
+    ]
     return subprocess.run(
         [*command, f"VENV={venv}", "BASE=HEAD", *variables],
         cwd=tree,
