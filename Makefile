@@ -6,21 +6,32 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install synth test test-infra test-container lint-templates clean
+.PHONY: install install-synth synth test test-infra test-container lint-templates clean
 
+# Everything the tests need (torch, the serving package's dependencies, the test tools).
 install: $(VENV)/.installed node_modules/.package-lock.json
 
+# Only what synthesis needs: the CDK app's requirements and the CDK CLI.
+install-synth: $(VENV)/.installed-synth node_modules/.package-lock.json
+
 # pip -qq: errors only (pip configs that list missing index folders warn once per package).
+$(VENV)/.installed-synth: requirements.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq -r requirements.txt
+	touch $@
+
+# requirements-dev.txt includes requirements.txt, so a full install also satisfies synth.
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
-	touch $@
+	touch $@ $(VENV)/.installed-synth
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-synth: install
+synth: install-synth
 	$(CDK) synth --quiet
 
 test: install
@@ -33,7 +44,7 @@ test-container: install
 	$(PYTHON) -m pytest tests/container
 
 # cfn-lint over what `make synth` wrote (the tests do the same on their own synth).
-lint-templates: synth
+lint-templates: install synth
 	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 clean:

@@ -3,7 +3,8 @@
 Decoders are looked up by Content-Type in one dispatch table (as in sagemaker-inference-toolkit's
 decoder.py); every decoder yields an HWC uint8 RGB array, converted once at the end to the channel
 order the predictor asks for. Masks are encoded as detectron2's COCO evaluator does
-(`instances_to_coco_json`): Fortran-ordered uint8 through pycocotools, counts as a utf-8 string.
+(`instances_to_coco_json`): the same COCO RLE as pycocotools gives for the full-size mask, counts as
+a utf-8 string; it is computed from the mask's box crop (see encode_mask_rle).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import binascii
 import enum
 import io
 import json
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,27 +232,113 @@ def selected_instances(detections: Detections, options: RequestOptions) -> np.nd
     return order[: options.max_detections]
 
 
-def encode_rle(masks: np.ndarray) -> list[dict]:
-    """(N, H, W) bool masks -> COCO compressed RLE dicts that pycocotools.mask.decode turns back exactly."""
-    if len(masks) == 0:
-        return []
-    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
-    return [
-        {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")} for rle in rles
-    ]
+# How far past its box a mask may reach and still be encoded from the box crop: detectron2 pastes
+# into pixels whose centres lie in the box, torchvision into a box padded by a pixel or so. A mask
+# with pixels beyond the margin (e.g. from a custom predict_fn) is encoded from the full image.
+CROP_MARGIN_PX = 2
 
 
-def encode_polygons(mask: np.ndarray) -> list[list[float]]:
+def _box_window(mask: np.ndarray, box: Sequence[float] | None) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) in whole pixels: the box plus CROP_MARGIN_PX, clipped to the image; None for a
+    mask that keeps the full-image path (not boolean, or no usable box)."""
+    if box is None or mask.dtype != np.bool_ or mask.ndim != 2:
+        return None  # other dtypes keep the full-image path, which casts them exactly as before
+    left, top, right, bottom = (float(value) for value in box)
+    if not all(math.isfinite(value) for value in (left, top, right, bottom)):
+        return None
+    height, width = mask.shape
+    x0 = min(max(math.floor(left) - CROP_MARGIN_PX, 0), width)
+    y0 = min(max(math.floor(top) - CROP_MARGIN_PX, 0), height)
+    x1 = max(min(math.ceil(right) + CROP_MARGIN_PX, width), x0)
+    y1 = max(min(math.ceil(bottom) + CROP_MARGIN_PX, height), y0)
+    return x0, y0, x1, y1
+
+
+def mask_window(mask: np.ndarray, box: Sequence[float] | None) -> tuple[int, int, int, int] | None:
+    """The box window when it holds every pixel of the mask (so the crop encodes the whole mask);
+    None when the mask must be encoded from the full image."""
+    window = _box_window(mask, box)
+    if window is None:
+        return None
+    x0, y0, x1, y1 = window
+    return window if _window_holds_every_pixel(mask, window, np.count_nonzero(mask[y0:y1, x0:x1])) else None
+
+
+def _window_holds_every_pixel(mask: np.ndarray, window: tuple[int, int, int, int], ones_inside: int) -> bool:
+    """Whether the mask has no pixel outside the window, given how many it has inside: the one pass
+    over the whole mask (`any` above and below the window's rows, a count across them), far cheaper
+    than transposing it."""
+    _, y0, _, y1 = window
+    if mask[:y0].any() or mask[y1:].any():
+        return False
+    return np.count_nonzero(mask[y0:y1]) == ones_inside
+
+
+def _run_lengths_from_crop(mask: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The COCO run lengths of the full-size mask (column-major, first run zeros), from its crop only.
+
+    The crop's columns, each with a zero above and below, laid end to end: every run of ones then
+    starts and ends inside its column, and maps to the same run in the full image's column-major
+    order. A run that ends on a column's last image row and one that starts on the next column's
+    first row are one run there.
+    """
+    x0, y0, x1, y1 = window
+    height, width = mask.shape
+    padded_height = y1 - y0 + 2
+    columns = np.zeros((x1 - x0, padded_height), bool)
+    columns[:, 1:-1] = mask[y0:y1, x0:x1].T
+    sequence = columns.ravel()
+    changes = np.flatnonzero(sequence[1:] != sequence[:-1]) + 1
+    column, row = np.divmod(changes, padded_height)
+    changes = (x0 + column) * height + (y0 - 1) + row
+    joined = changes[1:] == changes[:-1]
+    if joined.any():
+        keep = np.ones(len(changes), bool)
+        keep[1:] &= ~joined
+        keep[:-1] &= ~joined
+        changes = changes[keep]
+    if len(changes) and changes[-1] == height * width:  # a run of ones that ends with the image
+        changes = changes[:-1]
+    return np.diff(np.concatenate(([0], changes, [height * width])))
+
+
+def encode_mask_rle(mask: np.ndarray, box: Sequence[float] | None = None) -> dict:
+    """One (H, W) mask -> the COCO compressed RLE of the full-size mask, as detectron2's
+    instances_to_coco_json writes it. With its box, the run lengths come from the box crop and
+    pycocotools compresses them: the same string, without transposing the whole image."""
+    height, width = mask.shape
+    window = _box_window(mask, box)
+    run_lengths = None if window is None else _run_lengths_from_crop(mask, window)
+    if run_lengths is not None and _window_holds_every_pixel(mask, window, int(run_lengths[1::2].sum())):
+        rle = mask_util.frPyObjects({"size": [height, width], "counts": run_lengths}, height, width)
+    else:
+        rle = mask_util.encode(np.asfortranarray(mask[:, :, None], dtype=np.uint8))[0]
+    return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+
+
+def encode_rle(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+    """(N, H, W) masks -> COCO compressed RLE dicts that pycocotools.mask.decode turns back exactly."""
+    return [encode_mask_rle(mask, None if boxes is None else boxes[i]) for i, mask in enumerate(masks)]
+
+
+def encode_polygons(mask: np.ndarray, box: Sequence[float] | None = None) -> list[list[float]]:
     """A mask's outer contours as COCO polygons [x1, y1, x2, y2, ...] in pixel-centre coordinates.
 
-    Lossy (holes dropped, as COCO polygons cannot express them); RLE is the exact form.
+    Lossy (holes dropped, as COCO polygons cannot express them); RLE is the exact form. With the
+    box, contours are traced in the crop (OpenCV pads the image with zeros, so the result is the same).
     """
     import cv2  # imported by preload_encoders() while the model loads, not before the port is bound
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    window = mask_window(mask, box)
+    x0, y0, x1, y1 = window if window is not None else (0, 0, mask.shape[1], mask.shape[0])
+    contours, _ = cv2.findContours(
+        mask[y0:y1, x0:x1].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     # OpenCV gives integer pixel indices; +0.5 moves them to pixel centres like detectron2's GenericMask.
     return [
-        (contour.reshape(-1).astype(np.float64) + 0.5).tolist() for contour in contours if len(contour) >= 3
+        ((contour.reshape(-1, 2) + (x0, y0)).reshape(-1).astype(np.float64) + 0.5).tolist()
+        for contour in contours
+        if len(contour) >= 3
     ]
 
 
@@ -275,13 +363,11 @@ def detections_document(detections: Detections, class_names: Sequence[str], opti
         )
     ]
     if detections.masks is not None and options.mask_format is not MaskFormat.NONE:
-        masks = detections.masks[keep]
-        if options.mask_format is MaskFormat.RLE:
-            for instance, rle in zip(instances, encode_rle(masks), strict=True):
-                instance["mask"] = rle
-        else:
-            for instance, mask in zip(instances, masks, strict=True):
-                instance["polygons"] = encode_polygons(mask)
+        # One mask at a time: detections.masks[keep] would copy every full-size mask first.
+        encode = encode_mask_rle if options.mask_format is MaskFormat.RLE else encode_polygons
+        key = "mask" if options.mask_format is MaskFormat.RLE else "polygons"
+        for instance, index in zip(instances, keep, strict=True):
+            instance[key] = encode(detections.masks[index], detections.boxes[index])
     return {
         "image": {"height": detections.image_height, "width": detections.image_width},
         "instances": instances,

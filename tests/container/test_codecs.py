@@ -305,3 +305,131 @@ def test_mask_formats():
 def test_unknown_class_ids_have_no_name():
     document = codecs.detections_document(make_detections(), ("only",), RequestOptions())
     assert [i["class_name"] for i in document["instances"]] == ["only", "only", None]
+
+
+# --- encoding from box crops -------------------------------------------------------------------------
+
+
+def full_image_rle(mask: np.ndarray) -> dict:
+    """The reference: pycocotools over the whole mask, as detectron2's instances_to_coco_json does."""
+    rle = mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode()}
+
+
+def full_image_polygons(mask: np.ndarray) -> list[list[float]]:
+    return codecs.encode_polygons(mask)  # without a box: contours of the whole image
+
+
+def pasted_masks(count: int, height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks as a Mask R-CNN pastes them: random blobs confined to the pixels of a fractional box."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, height, width), bool)
+    boxes = np.zeros((count, 4), np.float32)
+    for i in range(count):
+        x0, x1 = sorted(rng.uniform(-5, width + 5, 2))
+        y0, y1 = sorted(rng.uniform(-5, height + 5, 2))
+        boxes[i] = (x0, y0, x1, y1)
+        # Pixels whose centres lie in the box (detectron2's paste), filled at a random density.
+        rows = (np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1)
+        cols = (np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1)
+        masks[i] = rows[:, None] & cols[None, :] & (rng.random((height, width)) < rng.uniform(0.2, 1.0))
+    return masks, boxes
+
+
+def assert_crop_encodes_like_the_full_image(mask: np.ndarray, box, *, from_crop: bool) -> None:
+    assert (codecs.mask_window(mask, box) is not None) == from_crop
+    assert codecs.encode_mask_rle(mask, box) == full_image_rle(mask)
+    assert codecs.encode_polygons(mask, box) == full_image_polygons(mask)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_masks_inside_fractional_boxes_encode_from_the_crop_to_the_full_image_bytes(seed):
+    masks, boxes = pasted_masks(40, 37, 53, seed)
+    for mask, box in zip(masks, boxes, strict=True):
+        assert_crop_encodes_like_the_full_image(mask, box, from_crop=True)
+    assert codecs.encode_rle(masks, boxes) == [full_image_rle(mask) for mask in masks]
+
+
+def test_crop_encoding_of_a_real_photo_sized_mask_stack():
+    masks, boxes = pasted_masks(25, 686, 1024, seed=7)
+    assert all(codecs.mask_window(mask, box) is not None for mask, box in zip(masks, boxes, strict=True))
+    assert codecs.encode_rle(masks, boxes) == codecs.encode_rle(masks)
+    assert codecs.encode_rle(masks) == [full_image_rle(mask) for mask in masks]
+
+
+def box_mask(height: int, width: int, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("mask", "box"),
+    [
+        # Whole columns, top to bottom: a run of ones continues from one column into the next.
+        (box_mask(20, 30, 0, 20, 5, 12), (5, 0, 12, 20)),
+        (box_mask(20, 30, 0, 20, 0, 30), (0, 0, 30, 20)),  # every pixel
+        (box_mask(20, 30, 0, 3, 0, 4), (0, 0, 4, 3)),  # the top-left corner
+        (box_mask(20, 30, 17, 20, 26, 30), (26, 17, 30, 20)),  # the bottom-right corner: ends with the image
+        (box_mask(20, 30, 19, 20, 0, 30), (0, 19.2, 30, 19.8)),  # the last row, a box thinner than a pixel
+        (box_mask(1, 1, 0, 1, 0, 1), (0, 0, 1, 1)),  # a one-pixel image
+        (box_mask(1, 9, 0, 1, 2, 7), (2, 0, 7, 1)),  # a one-row image
+        (box_mask(20, 30, 5, 9, 7, 8), (7.4, 5.1, 7.6, 8.9)),  # one column
+        (box_mask(20, 30, 0, 20, 0, 30), (-40, -40, 90, 90)),  # a box larger than the image
+        # The box's own edges, within the margin a paste may spill over.
+        (box_mask(20, 30, 3, 12, 4, 15), (6, 5, 13, 10)),
+    ],
+)
+def test_masks_touching_image_and_box_edges_encode_from_the_crop(mask, box):
+    assert_crop_encodes_like_the_full_image(mask, box, from_crop=True)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [(3.5, 4.5, 9.5, 8.5), (0, 0, 0, 0), (12, 12, 12, 12), (-50, -50, -10, -10), (100, 100, 200, 200)],
+)
+def test_empty_masks_encode_from_any_box(box):
+    assert_crop_encodes_like_the_full_image(np.zeros((20, 30), bool), box, from_crop=True)
+
+
+@pytest.mark.parametrize(
+    ("mask", "box"),
+    [
+        (box_mask(20, 30, 3, 12, 4, 15), (7, 6, 12, 9)),  # spills past the box by more than the margin
+        (box_mask(20, 30, 0, 20, 0, 30), (5, 5, 10, 10)),  # a custom predict_fn's full-image mask
+        (box_mask(20, 30, 2, 4, 2, 4) | box_mask(20, 30, 15, 17, 25, 27), (1, 1, 5, 5)),  # a far island
+        (box_mask(20, 30, 2, 6, 2, 6), (float("nan"), 0, 10, 10)),  # a box that is no box
+        (box_mask(20, 30, 2, 6, 2, 6), (10, 10, 0, 0)),  # corners swapped
+        (box_mask(20, 30, 2, 6, 2, 6), (-np.inf, 0, np.inf, 30)),
+    ],
+)
+def test_masks_outside_their_box_fall_back_to_the_full_image(mask, box):
+    assert_crop_encodes_like_the_full_image(mask, box, from_crop=False)
+
+
+def test_masks_that_are_not_boolean_are_encoded_as_before():
+    """A custom predict_fn may return uint8 or float masks: cast to uint8 over the full image, as the
+    encoder always did (pycocotools then starts a run at every change of value)."""
+    scaled = box_mask(20, 30, 2, 8, 3, 9).astype(np.uint8) * 2
+    probabilities = box_mask(20, 30, 2, 8, 3, 9) * np.float32(0.99) + box_mask(20, 30, 4, 5, 4, 5)
+    for mask in (scaled, probabilities):
+        assert codecs.mask_window(mask, (3, 2, 9, 8)) is None
+        assert codecs.encode_mask_rle(mask, (3, 2, 9, 8)) == full_image_rle(mask)
+
+
+def test_the_document_encodes_each_mask_from_its_box():
+    masks, boxes = pasted_masks(6, 30, 40, seed=3)
+    detections = Detections(
+        image_height=30,
+        image_width=40,
+        boxes=boxes,
+        scores=np.linspace(0.9, 0.4, 6, dtype=np.float32),
+        classes=np.zeros(6, np.int64),
+        masks=masks,
+    )
+    document = codecs.detections_document(detections, ("a",), RequestOptions())
+    assert [i["mask"] for i in document["instances"]] == [full_image_rle(mask) for mask in masks]
+    as_polygons = codecs.detections_document(
+        detections, ("a",), RequestOptions(mask_format=MaskFormat.POLYGON)
+    )
+    assert [i["polygons"] for i in as_polygons["instances"]] == [full_image_polygons(mask) for mask in masks]
