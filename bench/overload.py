@@ -12,7 +12,8 @@
    was not answered (predict_fn records every request it computes).
 2. Copies: --burst concurrent requests against 1, 2, ... copies (torch limited to one thread per copy
    with OMP_NUM_THREADS=1, so on a 2-core CPU two copies can use both cores), plus the same burst
-   split over two one-copy server processes (threads vs processes); answers compared with 1 copy's.
+   split over two one-copy server processes (threads vs processes), --rounds interleaved rounds;
+   answers compared with 1 copy's.
 3. Where CUDA exists: per-image latency and throughput per GPU in fp32 and under autocast (fp16),
    GPU memory per copy, and autocast's accuracy vs fp32 on --accuracy-images: matched box IoU,
    score difference and mask IoU distribution.
@@ -257,45 +258,49 @@ def burst(servers: list[Server], jpeg: bytes, n: int) -> tuple[float, list[bytes
 
 
 def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
+    """Every configuration's servers run at once and the bursts are interleaved round by round (an
+    idle server takes no CPU), so a shared machine's changing load hits every configuration alike."""
     env = {"OMP_NUM_THREADS": "1", "REQUEST_TIMEOUT_S": "3600"}
-    rows = []
-    reference: bytes | None = None
-    one_copy_s = None
-    for count in args.copies:
-        server = Server(
-            args.model_dir, {**env, "MODEL_COPIES": str(count)}, work / f"copies-{count}.server.log"
-        )
-        try:
-            burst([server], jpeg, count)  # one request per copy: connections and caches warm
-            elapsed, answers = burst([server], jpeg, args.burst)
-        finally:
-            server.stop()
-        reference = reference if reference is not None else answers[0]
-        one_copy_s = one_copy_s if one_copy_s is not None else elapsed
-        rows.append(
-            (f"{count} cop{'y' if count == 1 else 'ies'}, one thread each (one process)", elapsed, answers)
-        )
-    servers = [
-        Server(args.model_dir, {**env, "MODEL_COPIES": "1"}, work / f"process-{i}.server.log")
-        for i in range(2)
-    ]
+    configurations: list[tuple[str, list[Server]]] = []
     try:
-        burst(servers, jpeg, 2)
-        elapsed, answers = burst(servers, jpeg, args.burst)
+        for count in args.copies:
+            name = f"{count} cop{'y' if count == 1 else 'ies'}, one process"
+            log = work / f"copies-{count}.server.log"
+            configurations.append((name, [Server(args.model_dir, {**env, "MODEL_COPIES": str(count)}, log)]))
+        processes = [
+            Server(args.model_dir, {**env, "MODEL_COPIES": "1"}, work / f"process-{index}.server.log")
+            for index in range(2)
+        ]
+        configurations.append(("2 processes x 1 copy", processes))
+        for _, servers in configurations:
+            burst(servers, jpeg, 2 * len(servers))  # warm connections and caches
+        walls: dict[str, list[float]] = {name: [] for name, _ in configurations}
+        answers: dict[str, list[bytes]] = {name: [] for name, _ in configurations}
+        for _ in range(args.rounds):
+            for name, servers in configurations:
+                elapsed, contents = burst(servers, jpeg, args.burst)
+                walls[name].append(elapsed)
+                answers[name] += contents
     finally:
-        for server in servers:
-            server.stop()
-    rows.append(("2 processes x 1 copy, one thread each", elapsed, answers))
+        for _, servers in configurations:
+            for server in servers:
+                server.stop()
+    reference = answers[configurations[0][0]][0]
+    one_copy_s = statistics.median(walls[configurations[0][0]])
     lines = [
         f"### {args.burst} concurrent requests vs number of copies (CPU, OMP_NUM_THREADS=1)",
         "",
-        "| copies | wall time | vs 1 copy | throughput | answers equal to 1 copy's |",
+        f"Median of {args.rounds} interleaved rounds.",
+        "",
+        "| configuration | wall time (each round) | vs 1 copy | throughput | answers equal to 1 copy's |",
         "|---|---|---|---|---|",
     ]
-    for name, elapsed, answers in rows:
+    for name, _ in configurations:
+        median = statistics.median(walls[name])
+        each = ", ".join(f"{wall:.1f}" for wall in walls[name])
         lines.append(
-            f"| {name} | {elapsed:.1f} s | {elapsed / one_copy_s:.2f}x | {args.burst / elapsed:.2f}/s | "
-            f"{all(answer == reference for answer in answers)} |"
+            f"| {name} | {median:.1f} s ({each}) | {median / one_copy_s:.2f}x | {args.burst / median:.2f}/s | "
+            f"{all(answer == reference for answer in answers[name])} |"
         )
     lines += ["", f"machine: {machine()}"]
     return "\n".join(lines)
@@ -436,6 +441,7 @@ def main() -> None:
     parser.add_argument("--extra-inference-s", type=float, default=5.0, help="sleep added to each inference")
     parser.add_argument("--single-stream-n", type=int, default=5)
     parser.add_argument("--burst", type=int, default=8, help="concurrent requests for the copies table")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved bursts per configuration")
     parser.add_argument("--copies", type=lambda text: [int(n) for n in text.split(",")], default=None)
     parser.add_argument("--accuracy-images", type=Path, nargs="*", default=None, help="default: --image")
     parser.add_argument("--accuracy-device", choices=["cuda", "cpu"], help="cpu: check the code path only")

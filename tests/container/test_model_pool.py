@@ -8,6 +8,7 @@ import logging
 import threading
 
 import pytest
+import torch
 
 from inference_server.errors import Overloaded, RequestTimedOut
 from inference_server.model_pool import (
@@ -177,3 +178,28 @@ def test_a_copy_that_fails_to_load_fails_the_pool_naming_its_device():
     assert str(failed.value) == (
         "model copy 2 (cuda:1) of 2 failed to load: MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     )
+
+
+def test_one_copy_per_visible_gpu_unless_model_copies_says_otherwise(monkeypatch):
+    from inference_server import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.plan(None) == ["cpu"] and devices.plan(2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert devices.plan(None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert devices.plan(2) == ["cuda:0", "cuda:1"]
+    assert devices.plan(6) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")  # building it here runs nothing
+def test_mixed_precision_is_autocast_on_cuda_only(caplog):
+    from inference_server import devices
+    from inference_server.settings import MixedPrecision
+
+    assert devices.precision("cuda:0", MixedPrecision.OFF)().__class__.__name__ == "nullcontext"
+    autocast = devices.precision("cuda:1", MixedPrecision.BF16)()
+    assert isinstance(autocast, torch.autocast)
+    assert (autocast.device, autocast.fast_dtype) == ("cuda", torch.bfloat16)
+    assert devices.precision("cpu", MixedPrecision.FP16)().__class__.__name__ == "nullcontext"
+    assert "MIXED_PRECISION=fp16 applies to CUDA only; cpu runs in float32" in caplog.text
