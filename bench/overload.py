@@ -92,6 +92,11 @@ class Server:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server process has used (all its threads)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         return self.log_path.read_text()
 
@@ -164,10 +169,14 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
                         )
                     )
 
+        rss_warm: list[float] = []
+
         def pinger() -> None:
             nonlocal ping_failures
             ping_session = requests.Session()
             while time.monotonic() < stop_at:
+                if not rss_warm and time.monotonic() - started >= args.rss_warm_s:
+                    rss_warm.append(server.rss_mib())
                 sent = time.perf_counter()
                 try:
                     ok = ping_session.get(f"{server.url}/ping", timeout=10).status_code == 200
@@ -235,8 +244,13 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             f"{percentile(pings, 50) * 1000:.0f} / {max(pings) * 1000:.0f} ms, {ping_failures} (n={len(pings)})",
         ),
         (
-            "server RSS before / after (growth)",
-            f"{rss_before:.0f} / {rss_after:.0f} MiB ({rss_after / rss_before - 1:+.1%})",
+            f"server RSS after single-stream / after {args.rss_warm_s:g} s of overload / at the end",
+            f"{rss_before:.0f} / {rss_warm[0] if rss_warm else float('nan'):.0f} / {rss_after:.0f} MiB",
+        ),
+        (
+            "RSS growth over the whole run / from the warm point",
+            f"{rss_after / rss_before - 1:+.1%} / "
+            + (f"{rss_after / rss_warm[0] - 1:+.1%}" if rss_warm else "-"),
         ),
         ("machine", machine()),
     ]
@@ -246,15 +260,18 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
 # 2. Copies -----------------------------------------------------------------------------------------
 
 
-def burst(servers: list[Server], jpeg: bytes, n: int) -> tuple[float, list[bytes]]:
-    """n concurrent requests spread round-robin over the servers: wall seconds, answers."""
+def burst(servers: list[Server], jpeg: bytes, n: int) -> tuple[float, float, list[bytes]]:
+    """n concurrent requests spread round-robin over the servers: wall seconds, the servers' CPU
+    seconds, answers."""
+    cpu_before = sum(server.cpu_s() for server in servers)
     with ThreadPoolExecutor(max_workers=n) as clients:
         started = time.perf_counter()
         responses = list(clients.map(lambda i: servers[i % len(servers)].invoke(jpeg), range(n)))
         elapsed = time.perf_counter() - started
     for response in responses:
         response.raise_for_status()
-    return elapsed, [response.content for response in responses]
+    cpu = sum(server.cpu_s() for server in servers) - cpu_before
+    return elapsed, cpu, [response.content for response in responses]
 
 
 def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
@@ -275,11 +292,13 @@ def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         for _, servers in configurations:
             burst(servers, jpeg, 2 * len(servers))  # warm connections and caches
         walls: dict[str, list[float]] = {name: [] for name, _ in configurations}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in configurations}
         answers: dict[str, list[bytes]] = {name: [] for name, _ in configurations}
         for _ in range(args.rounds):
             for name, servers in configurations:
-                elapsed, contents = burst(servers, jpeg, args.burst)
+                elapsed, cpu, contents = burst(servers, jpeg, args.burst)
                 walls[name].append(elapsed)
+                cpus[name].append(cpu)
                 answers[name] += contents
     finally:
         for _, servers in configurations:
@@ -292,15 +311,21 @@ def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         "",
         f"Median of {args.rounds} interleaved rounds.",
         "",
-        "| configuration | wall time (each round) | vs 1 copy | throughput | answers equal to 1 copy's |",
-        "|---|---|---|---|---|",
+        "Server CPU / wall = cores the servers kept busy (2 at most here; a GIL-bound or CPU-starved",
+        "run shows fewer); CPU per request = the work itself, whatever the machine's other load.",
+        "",
+        "| configuration | wall time (each round) | vs 1 copy | throughput | server CPU / wall | CPU per request "
+        "| answers equal to 1 copy's |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, _ in configurations:
         median = statistics.median(walls[name])
         each = ", ".join(f"{wall:.1f}" for wall in walls[name])
+        cores = statistics.median(cpu / wall for cpu, wall in zip(cpus[name], walls[name]))
+        per_request = statistics.median(cpus[name]) / args.burst
         lines.append(
             f"| {name} | {median:.1f} s ({each}) | {median / one_copy_s:.2f}x | {args.burst / median:.2f}/s | "
-            f"{all(answer == reference for answer in answers[name])} |"
+            f"{cores:.2f} | {per_request:.2f} s | {all(answer == reference for answer in answers[name])} |"
         )
     lines += ["", f"machine: {machine()}"]
     return "\n".join(lines)
@@ -440,6 +465,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=300, help="seconds the clients keep sending")
     parser.add_argument("--extra-inference-s", type=float, default=5.0, help="sleep added to each inference")
     parser.add_argument("--single-stream-n", type=int, default=5)
+    parser.add_argument("--rss-warm-s", type=float, default=30, help="when the warm RSS is read")
     parser.add_argument("--burst", type=int, default=8, help="concurrent requests for the copies table")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved bursts per configuration")
     parser.add_argument("--copies", type=lambda text: [int(n) for n in text.split(",")], default=None)
