@@ -98,8 +98,12 @@ def test_overload_is_refused_at_once_and_late_requests_never_reach_the_model(
     assert request_id(late) not in reached_the_model and request_id(refused) not in reached_the_model
     assert f"request {request_id(late)}: " in held.server.log()
     assert "never computed (1 dropped so far)" in held.server.log()
-    # ... and the server serves the next request normally
-    assert held.server.invoke(jpeg, "image/jpeg").status_code == 200
+    # ... and once the held inference has run to its end (an inference cannot be stopped), the idle
+    # server takes the next request to the model again (whether a loaded machine finishes it within
+    # the 10 s is not this test's business)
+    wait_for(lambda: len(held.lines("finished")) == 2, "the warm-up and the first request to finish")
+    after = held.server.invoke(jpeg, "image/jpeg")
+    assert request_id(after) in held.lines("requests"), after.text
 
 
 def test_requests_past_their_timeout_get_503_and_queued_ones_never_run(
