@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install install-synth synth test test-infra test-container lint-templates clean
+.PHONY: install install-synth synth test test-infra test-container bench lint-templates clean
 
 # Everything the tests need (torch, the serving package's dependencies, the test tools).
 install: $(VENV)/.installed node_modules/.package-lock.json
@@ -42,6 +42,10 @@ test-infra: install
 
 test-container: install
 	$(PYTHON) -m pytest tests/container
+
+# Markdown tables from one run, for each backend installed (README "Performance"); BENCH_ARGS=--help.
+bench: $(VENV)/.installed
+	PYTHONPATH=container $(PYTHON) -m bench $(BENCH_ARGS)
 
 # cfn-lint over what `make synth` wrote (the tests do the same on their own synth).
 lint-templates: install synth

@@ -1,7 +1,8 @@
 """Overload, model copies and (where CUDA exists) mixed precision, from one run: prints markdown tables.
 
-    PYTHONPATH=container python bench/overload.py --model-dir MODEL_DIR --image photo.jpg \\
+    PYTHONPATH=container python -m bench.overload --model-dir MODEL_DIR --image photo.jpg \\
         [--clients 16] [--duration 300] [--extra-inference-s 5] [--burst 8] [--copies 1,2]
+    PYTHONPATH=container python -m bench --overload   # the same tables after the others, per backend
 
 1. Overload: the artifact plus a code/inference.py whose predict_fn sleeps --extra-inference-s after
    the real model (a model whose inference takes seconds), one copy, real-time settings. The
@@ -36,9 +37,7 @@ from pathlib import Path
 
 import requests
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-from serving_latency import CONTAINER_DIR, free_port, percentile  # noqa: E402
+from bench.common import CONTAINER_DIR, free_port, percentile
 
 SLOW_INFERENCE_PY = """
 import os
@@ -381,7 +380,6 @@ def distribution(values: list[float], digits: int = 4) -> str:
 def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
     import torch
 
-    sys.path.insert(0, str(CONTAINER_DIR))
     from inference_server import artifact, codecs
 
     device = args.accuracy_device or ("cuda" if torch.cuda.is_available() else None)
@@ -457,10 +455,7 @@ def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
     return "### fp32 vs autocast\n\n" + table(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, required=True, help="extracted model.tar.gz")
-    parser.add_argument("--image", type=Path, required=True, help="a JPEG photo")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=300, help="seconds the clients keep sending")
     parser.add_argument("--extra-inference-s", type=float, default=5.0, help="sleep added to each inference")
@@ -469,25 +464,43 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=8, help="concurrent requests for the copies table")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved bursts per configuration")
     parser.add_argument("--copies", type=lambda text: [int(n) for n in text.split(",")], default=None)
-    parser.add_argument("--accuracy-images", type=Path, nargs="*", default=None, help="default: --image")
+    parser.add_argument("--accuracy-images", type=Path, nargs="*", default=None, help="default: the photo")
     parser.add_argument("--accuracy-device", choices=["cuda", "cpu"], help="cpu: check the code path only")
     parser.add_argument("--gpu-repeats", type=int, default=10)
     parser.add_argument("--only", choices=["overload", "copies", "precision"], action="append")
-    args = parser.parse_args()
+
+
+def tables(model_dir: Path, photo: Path, options: argparse.Namespace) -> list[str]:
+    """Every section's markdown, printed as it is done."""
+    args = argparse.Namespace(**{**vars(options), "model_dir": model_dir, "image": photo})
     if args.copies is None:
         import torch
 
         available = torch.cuda.device_count() if torch.cuda.is_available() else min(os.cpu_count() or 1, 2)
         args.copies = list(range(1, max(available, 2) + 1))
-    jpeg = args.image.read_bytes()
+    jpeg = photo.read_bytes()
     sections = args.only or ["overload", "copies", "precision"]
+    done = []
     with tempfile.TemporaryDirectory() as work:
         if "overload" in sections:
-            print(overload(args, jpeg, Path(work)), end="\n\n", flush=True)
+            done.append(overload(args, jpeg, Path(work)))
+            print(done[-1], end="\n\n", flush=True)
         if "copies" in sections:
-            print(copies(args, jpeg, Path(work)), end="\n\n", flush=True)
+            done.append(copies(args, jpeg, Path(work)))
+            print(done[-1], end="\n\n", flush=True)
         if "precision" in sections:
-            print(mixed_precision(args, args.accuracy_images or [args.image]), flush=True)
+            done.append(mixed_precision(args, args.accuracy_images or [photo]))
+            print(done[-1], end="\n\n", flush=True)
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="extracted model.tar.gz")
+    parser.add_argument("--image", type=Path, required=True, help="a JPEG photo")
+    add_arguments(parser)
+    args = parser.parse_args()
+    tables(args.model_dir, args.image, args)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from inference_server import codecs
 from inference_server.errors import (
     INTERNAL_ERROR,
+    BodyIncomplete,
     ErrorKind,
     ModelNotReady,
     PayloadTooLarge,
@@ -53,6 +54,9 @@ CODEC_THREADS_PER_COPY = 2
 # After a body turns out too large, read and discard up to this much more before answering 413, so
 # a client still sending gets the response instead of a connection reset.
 DRAIN_LIMIT_BYTES = 64 * MIB
+# A body that stops arriving this long before it is complete (a Content-Length larger than what the
+# client sends) is answered 408 instead of holding the connection open for ever.
+BODY_IDLE_TIMEOUT_S = 10
 # A noise image of a typical photo size: the warm-up runs every stage of the model once.
 WARMUP_SHAPE = (480, 640, 3)
 
@@ -207,13 +211,31 @@ class ModelServer:
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
-    """The body, or 413 when Content-Length or the bytes actually received exceed the mode's limit."""
+    """The body; 413 when Content-Length or the bytes actually received exceed the mode's limit, 408
+    when the body stops arriving before it is complete."""
     limit = settings.max_request_bytes
     declared = request.headers.get("content-length", "")
     too_large = declared.isdigit() and int(declared) > limit
+    message = f"request body exceeds {limit} bytes ({limit / MIB:g} MiB), the limit in {settings.mode} mode"
+    if too_large and int(declared) > limit + DRAIN_LIMIT_BYTES:
+        raise PayloadTooLarge(message)  # more than would be drained anyway: answer before reading
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            if too_large:
+                break
+            expected = f" of the {declared} bytes its Content-Length declares" if declared else ""
+            raise BodyIncomplete(
+                f"the body stopped arriving after {received} bytes{expected}; "
+                f"nothing more came in {BODY_IDLE_TIMEOUT_S} s"
+            ) from None
         received += len(chunk)
         too_large = too_large or received > limit
         if not too_large:
@@ -221,9 +243,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         elif received > limit + DRAIN_LIMIT_BYTES:
             break
     if too_large:
-        raise PayloadTooLarge(
-            f"request body exceeds {limit} bytes ({limit / MIB:g} MiB), the limit in {settings.mode} mode"
-        )
+        raise PayloadTooLarge(message)
     return b"".join(chunks)
 
 

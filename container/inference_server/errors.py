@@ -36,6 +36,10 @@ class PayloadTooLarge(ServingError):
     """The body exceeds the mode's request-size limit."""
 
 
+class BodyIncomplete(ServingError):
+    """The body stopped arriving before it was complete (e.g. a Content-Length larger than what was sent)."""
+
+
 class ImageTooLarge(PayloadTooLarge):
     """The image header declares more pixels than MAX_IMAGE_PIXELS (decompression-bomb guard)."""
 
@@ -71,6 +75,7 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     NotAcceptable: ErrorKind(406, "not_acceptable"),
     ImageTooLarge: ErrorKind(413, "image_too_large", record_error=True),
     PayloadTooLarge: ErrorKind(413, "payload_too_large", record_error=True),
+    BodyIncomplete: ErrorKind(408, "body_incomplete"),
     UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
     ModelNotReady: ErrorKind(503, "model_not_ready"),
     RequestTimedOut: ErrorKind(503, "request_timed_out"),

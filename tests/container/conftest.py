@@ -147,3 +147,16 @@ def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     launcher = ServerLauncher(tmp_path_factory.mktemp("servers"))
     yield launcher
     launcher.close()
+
+
+@pytest.fixture(scope="session")
+def realtime_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
+    """One real-time server on the torchvision artifact for the modules that leave it as they found
+    it (test_server.py, test_hostile_inputs.py): each started server loads a model."""
+    launcher = ServerLauncher(tmp_path_factory.mktemp("realtime-server"))
+    try:
+        yield launcher(request.getfixturevalue("torchvision_model_dir"))
+    finally:
+        launcher.close()

@@ -138,11 +138,22 @@ def test_unsupported_content_type_names_the_supported_ones():
         (b'{"image": "AAAA", "extra": 1}', "application/json", "got \\['extra', 'image'\\]"),
         (b'{"image": "***"}', "application/json", '"image" is not valid base64'),
         (json_body(b"not an image"), "application/json", "body is not a JPEG or PNG or WEBP or BMP image"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "JSON nesting is too deep"),
+        (b'{"image": ' + b"9" * 5000 + b"}", "application/json", "body is not valid JSON: Exceeds the limit"),
+        (npy_bytes(np.zeros((0, 10, 3), np.uint8)), "application/x-npy", "image is 10x0: it has no pixels"),
+        (npy_bytes(np.zeros((2, 201, 3), np.uint8)), "application/x-npy", "at most 100 times its shorter"),
+        (image_bytes(np.zeros((201, 2, 3), np.uint8)), "image/png", "image is 2x201; its longer side"),
+        (b"\x93NUMPY\x01\x00\x0c\x00{'descr': ((", "application/x-npy", "body is not a .npy array"),
     ],
 )
 def test_undecodable_bodies_say_what_is_wrong(body, content_type, message):
     with pytest.raises(InvalidInput, match=message):
         decode(body, content_type)
+
+
+def test_thin_images_up_to_the_aspect_ratio_limit_decode():
+    assert decode(npy_bytes(np.zeros((2, 200, 3), np.uint8)), "application/x-npy").shape == (2, 200, 3)
+    assert decode(image_bytes(np.zeros((1, 1, 3), np.uint8)), "image/png").shape == (1, 1, 3)
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding():

@@ -25,8 +25,8 @@ INPUT_PHOTO = next(path for path in TEST_IMAGES if path.name == "input.jpg")
 
 
 @pytest.fixture(scope="module")
-def server(start_module_server, torchvision_model_dir):
-    return start_module_server(torchvision_model_dir)
+def server(realtime_server):
+    return realtime_server
 
 
 @pytest.fixture(scope="module")

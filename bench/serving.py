@@ -1,0 +1,69 @@
+"""Served vs direct: POST /invocations against the same artifact's predictor called in this process
+on the same decoded photo, interleaved one call at a time (the idle side never competes for the CPU,
+and a busy machine slows both alike)."""
+
+from __future__ import annotations
+
+import argparse
+
+import requests
+
+from bench.common import Backend, Table, ms, percentile, timed
+
+TITLE = "Served vs direct predictor"
+
+
+def run(backends: list[Backend], options: argparse.Namespace) -> Table:
+    table = Table(
+        TITLE,
+        [
+            "backend",
+            "image",
+            "served p50 / p95",
+            "direct p50 / p95",
+            "overhead p50",
+            "overhead p50 / direct p50",
+            "median of pair differences",
+        ],
+    )
+    for backend in backends:
+        backend.detections  # load and warm up the in-process predictor before the server starts
+        server = backend.start_server("serving")
+        try:
+            session = requests.Session()
+
+            def invoke() -> None:
+                response = session.post(
+                    f"{server.url}/invocations",
+                    data=backend.jpeg,
+                    headers={"Content-Type": "image/jpeg"},
+                    timeout=600,
+                )
+                response.raise_for_status()
+
+            invoke()  # the connection, and the first request's one-off costs
+            served, direct = [], []
+            for _ in range(options.pairs):
+                served.append(timed(invoke))
+                direct.append(timed(lambda: backend.predictor(backend.image)))
+        finally:
+            server.stop()
+        overhead = percentile(served, 50) - percentile(direct, 50)
+        # Each pair ran back to back, so its difference cancels most of a drifting machine load.
+        paired = percentile([s - d for s, d in zip(served, direct, strict=True)], 50)
+        table.rows.append(
+            [
+                backend.name,
+                backend.describe_image(),
+                f"{ms(percentile(served, 50))} / {ms(percentile(served, 95))}",
+                f"{ms(percentile(direct, 50))} / {ms(percentile(direct, 95))}",
+                f"{overhead * 1000:+.0f} ms",
+                f"{overhead / percentile(direct, 50):+.1%}",
+                f"{paired * 1000:+.0f} ms ({paired / percentile(direct, 50):+.1%})",
+            ]
+        )
+    table.notes.append(
+        f"{options.pairs} interleaved pairs; served = HTTP + decode JPEG + predict + encode JSON/RLE "
+        "in the server process, direct = the predictor alone on the already decoded image"
+    )
+    return table
