@@ -174,7 +174,7 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             nonlocal ping_failures
             ping_session = requests.Session()
             while time.monotonic() < stop_at:
-                if not rss_warm and time.monotonic() - started >= args.rss_warm_s:
+                if time.monotonic() - started >= args.rss_warm_s * (len(rss_warm) + 1):
                     rss_warm.append(server.rss_mib())
                 sent = time.perf_counter()
                 try:
@@ -207,7 +207,12 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
     rows = [
         (
             "model",
-            f"{args.model_dir.name} + {args.extra_inference_s:g} s sleep in predict_fn, 1 copy, realtime",
+            f"{args.model_dir.name} + {args.extra_inference_s:g} s sleep in predict_fn, 1 copy, realtime"
+            + (
+                f", MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}"
+                if "MALLOC_ARENA_MAX" in os.environ
+                else ""
+            ),
         ),
         (
             "single-stream latency p50 (rate)",
@@ -246,6 +251,7 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             f"server RSS after single-stream / after {args.rss_warm_s:g} s of overload / at the end",
             f"{rss_before:.0f} / {rss_warm[0] if rss_warm else float('nan'):.0f} / {rss_after:.0f} MiB",
         ),
+        (f"server RSS every {args.rss_warm_s:g} s", " ".join(f"{rss:.0f}" for rss in rss_warm) + " MiB"),
         (
             "RSS growth over the whole run / from the warm point",
             f"{rss_after / rss_before - 1:+.1%} / "

@@ -67,15 +67,27 @@ class CopyLoadFailed(Exception):
 
 
 class MovingEstimate:
-    """Exponentially weighted mean of inference seconds, seeded by the warm-up."""
+    """Exponentially weighted mean and mean deviation of inference seconds, seeded by the warm-up.
+
+    As TCP estimates its retransmission timeout (Jacobson/Karels): `seconds` is the expected time of
+    one inference; `likely_max` (mean + 2 deviations) is what "can it still finish in time" is
+    checked against, so a machine whose inference time varies does not start work it cannot finish.
+    """
 
     def __init__(self) -> None:
         self.seconds: float | None = None
+        self.deviation = 0.0
 
     def add(self, seconds: float) -> None:
-        self.seconds = (
-            seconds if self.seconds is None else self.seconds + ESTIMATE_WEIGHT * (seconds - self.seconds)
-        )
+        if self.seconds is None:
+            self.seconds = seconds
+            return
+        self.deviation += ESTIMATE_WEIGHT * (abs(seconds - self.seconds) - self.deviation)
+        self.seconds += ESTIMATE_WEIGHT * (seconds - self.seconds)
+
+    @property
+    def likely_max(self) -> float:
+        return (self.seconds or 0.0) + 2 * self.deviation
 
 
 def expected_start(busy_for: list[float], waiting: int, estimate: float) -> float:
@@ -210,12 +222,12 @@ class ModelPool:
             # one slow outlier) gets corrected, so the server can never refuse everything forever.
             return
         start = expected_start(busy_for, waiting, estimate)
-        if start + estimate > timeout_s:
+        if start + self.estimate.likely_max > timeout_s:
             self.refused += 1
             raise Overloaded(
                 f"the model is busy: with {waiting} requests waiting, this one would start in about "
                 f"{start:.1f} s and finish after its {timeout_s:g} s limit (REQUEST_TIMEOUT_S)",
-                retry_after_s=_whole_seconds(start + estimate - timeout_s),
+                retry_after_s=_whole_seconds(start + self.estimate.likely_max - timeout_s),
             )
 
     def _all_busy(self) -> bool:
@@ -278,7 +290,7 @@ class ModelPool:
                     continue  # cancelled while queued: its callback counts it
                 now = time.monotonic()
                 remaining = job.ticket.deadline - now
-                estimate = self.estimate.seconds or 0.0
+                estimate = self.estimate.likely_max
                 # An estimate longer than the whole limit is out of date, not a reason to start nothing.
                 if remaining > 0 and (remaining > estimate or estimate >= job.ticket.timeout_s):
                     copy.busy_since = now
@@ -311,6 +323,7 @@ class ModelPool:
                 "busy": sum(copy.busy_since is not None for copy in self.copies),
                 "waiting": len(self._queue) + self._admitted,
                 "estimate_s": self.estimate.seconds,
+                "deviation_s": self.estimate.deviation,
                 "refused": self.refused,
                 "dropped": self.dropped,
                 "inferences": [copy.inferences for copy in self.copies],

@@ -40,10 +40,19 @@ def test_expected_start_spreads_the_queue_over_the_copies(busy_for, waiting, est
 def test_moving_estimate_starts_at_the_first_sample_and_follows_the_recent_ones():
     estimate = MovingEstimate()
     estimate.add(10.0)
-    assert estimate.seconds == 10.0
-    for _ in range(30):
+    assert (estimate.seconds, estimate.likely_max) == (10.0, 10.0)
+    for _ in range(50):
         estimate.add(2.0)
     assert estimate.seconds == pytest.approx(2.0, abs=0.01)
+    assert estimate.likely_max == pytest.approx(2.0, abs=0.01)  # steady: the deviation fades
+
+
+def test_a_varying_inference_time_widens_the_likely_maximum():
+    estimate = MovingEstimate()
+    for seconds in [4.0, 6.0] * 20:
+        estimate.add(seconds)
+    assert estimate.seconds == pytest.approx(5.0, abs=0.3)
+    assert estimate.likely_max == pytest.approx(7.0, abs=0.4)  # mean + 2 x mean deviation (~1 s)
 
 
 def loaded_pool(copies: int, policy: QueuePolicy = REFUSING, warm_up_s: float = 1.0) -> ModelPool:
