@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -48,10 +49,12 @@ RECORDS = os.environ["BENCH_COMPUTED_LOG"]
 
 
 def predict_fn(data, model, context):
+    started = time.monotonic()
     result = model(data)
+    model_s = time.monotonic() - started
     time.sleep(EXTRA_S)
     with open(RECORDS, "a") as log:
-        log.write(context.request_id + "\\n")
+        log.write(f"{context.request_id} {started:.3f} {model_s:.3f}\\n")
     return result
 """
 
@@ -140,7 +143,7 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             single.append(time.perf_counter() - started)
         single_rate = len(single) / sum(single)
         rss_before = server.rss_mib()
-        computed_before = len(computed_log.read_text().split())
+        computed_before = len(computed_log.read_text().splitlines())
 
         results: list[tuple[int, str, float, str]] = []  # status, error code, seconds, request id
         pings: list[float] = []
@@ -199,7 +202,12 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
     refused = [r for r in results if r[1] == "overloaded"]
     timed_out = [r for r in results if r[1] == "request_timed_out"]
     other = len(results) - len(ok) - len(refused) - len(timed_out)
-    computed = computed_log.read_text().split()[computed_before:]
+    records = [line.split() for line in computed_log.read_text().splitlines()[computed_before:]]
+    computed = [record[0] for record in records]
+    model_s = [float(record[2]) for record in records]
+    starts = [float(record[1]) for record in records]
+    # Model idle between one inference's end and the next one's start, while requests were waiting.
+    gaps = [b - (a + m + args.extra_inference_s) for a, m, b in zip(starts, model_s, starts[1:])]
     answered_ids = {r[3] for r in ok}
     wasted = [request for request in computed if request not in answered_ids]
     goodput = len(ok) / run_s
@@ -242,6 +250,13 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         ),
         ("503 request_timed_out / other statuses", f"{len(timed_out)} / {other}"),
         ("inferences run / for a request not answered 200", f"{len(computed)} / {len(wasted)}"),
+        (
+            "model part of an inference (without the sleep) p50 / max; idle gap between inferences p50 / max",
+            f"{percentile(model_s, 50):.2f} / {max(model_s):.2f} s; {percentile(gaps, 50) * 1000:.0f} / "
+            f"{max(gaps) * 1000:.0f} ms"
+            if len(gaps) > 1
+            else "-",
+        ),
         ("server log: requests dropped before the model ('never computed')", str(dropped)),
         (
             "/ping during the run: p50 / max, non-200",
@@ -474,6 +489,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accuracy-device", choices=["cuda", "cpu"], help="cpu: check the code path only")
     parser.add_argument("--gpu-repeats", type=int, default=10)
     parser.add_argument("--only", choices=["overload", "copies", "precision"], action="append")
+    parser.add_argument("--work-dir", type=Path, help="keep server logs here (default: a temporary folder)")
 
 
 def tables(model_dir: Path, photo: Path, options: argparse.Namespace) -> list[str]:
@@ -487,7 +503,11 @@ def tables(model_dir: Path, photo: Path, options: argparse.Namespace) -> list[st
     jpeg = photo.read_bytes()
     sections = args.only or ["overload", "copies", "precision"]
     done = []
-    with tempfile.TemporaryDirectory() as work:
+    with (
+        tempfile.TemporaryDirectory()
+        if args.work_dir is None
+        else contextlib.nullcontext(args.work_dir) as work
+    ):
         if "overload" in sections:
             done.append(overload(args, jpeg, Path(work)))
             print(done[-1], end="\n\n", flush=True)
