@@ -7,10 +7,21 @@ from __future__ import annotations
 import argparse
 
 import requests
+from inference_server import codecs
+from inference_server.codecs import RequestOptions
 
 from bench.common import Backend, Table, ms, percentile, timed
 
 TITLE = "Served vs direct predictor"
+
+
+def own_work_once(backend: Backend) -> bytes:
+    """Decode the JPEG and encode the response for it, as the server's codec threads do."""
+    codecs.decode_image(
+        backend.jpeg, "image/jpeg", input_format=backend.predictor.input_format, max_pixels=10**9
+    )
+    document = codecs.detections_document(backend.detections, backend.predictor.class_names, RequestOptions())
+    return codecs.encode_json(document)
 
 
 def run(backends: list[Backend], options: argparse.Namespace) -> Table:
@@ -24,6 +35,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             "overhead p50",
             "overhead p50 / direct p50",
             "median of pair differences",
+            "decode + encode p50 (share of direct p50)",
         ],
     )
     for backend in backends:
@@ -48,6 +60,9 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
                 direct.append(timed(lambda: backend.predictor(backend.image)))
         finally:
             server.stop()
+        # The server's own work per request, timed alone in this process: what serving adds to the
+        # model besides one local HTTP round trip.
+        own_work = [timed(lambda: own_work_once(backend)) for _ in range(options.encode_repeats)]
         overhead = percentile(served, 50) - percentile(direct, 50)
         # Each pair ran back to back, so its difference cancels most of a drifting machine load.
         paired = percentile([s - d for s, d in zip(served, direct, strict=True)], 50)
@@ -60,6 +75,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
                 f"{overhead * 1000:+.0f} ms",
                 f"{overhead / percentile(direct, 50):+.1%}",
                 f"{paired * 1000:+.0f} ms ({paired / percentile(direct, 50):+.1%})",
+                f"{ms(percentile(own_work, 50))} ({percentile(own_work, 50) / percentile(direct, 50):.2%})",
             ]
         )
     table.notes.append(
