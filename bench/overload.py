@@ -28,8 +28,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +36,8 @@ from pathlib import Path
 
 import requests
 
-from bench.common import CONTAINER_DIR, free_port, percentile
+from bench import common
+from bench.common import percentile
 
 SLOW_INFERENCE_PY = """
 import os
@@ -59,31 +58,8 @@ def predict_fn(data, model, context):
 """
 
 
-class Server:
-    """`python -m inference_server` on a free port, with its log in a file."""
-
-    def __init__(self, model_dir: Path, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        process_env = {
-            **os.environ,
-            **env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")])),
-        }
-        command = [sys.executable, "-m", "inference_server", "--host", "127.0.0.1", "--port", str(self.port)]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command + ["--model-dir", str(model_dir)], env=process_env, stdout=log, stderr=log
-            )
-        while self.process.poll() is None:
-            try:
-                if requests.get(f"{self.url}/ping", timeout=5).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"server exited with {self.process.returncode}; see {log_path}")
+class Server(common.Server):
+    """The benchmark's server process, plus what these tables read from it."""
 
     def invoke(self, jpeg: bytes, session: requests.Session | None = None) -> requests.Response:
         return (session or requests).post(
@@ -101,10 +77,6 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
 
 
 def table(rows: list[tuple[str, str]], header: tuple[str, str] = ("metric", "value")) -> str:
@@ -130,9 +102,10 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         "BENCH_EXTRA_INFERENCE_S": str(args.extra_inference_s),
         "BENCH_COMPUTED_LOG": str(computed_log),
         "INFERENCE_MODE": "realtime",
+        "REQUEST_TIMEOUT_S": "60",  # real-time's own limit: the deadline is what this table is about
         "MODEL_COPIES": "1",
     }
-    server = Server(model_dir, env, work / "overload.server.log")
+    server = Server.start(model_dir, work / "overload.server.log", env)
     try:
         session = requests.Session()
         server.invoke(jpeg, session).raise_for_status()  # warms the connection and the estimate
@@ -303,9 +276,11 @@ def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         for count in args.copies:
             name = f"{count} cop{'y' if count == 1 else 'ies'}, one process"
             log = work / f"copies-{count}.server.log"
-            configurations.append((name, [Server(args.model_dir, {**env, "MODEL_COPIES": str(count)}, log)]))
+            configurations.append(
+                (name, [Server.start(args.model_dir, log, {**env, "MODEL_COPIES": str(count)})])
+            )
         processes = [
-            Server(args.model_dir, {**env, "MODEL_COPIES": "1"}, work / f"process-{index}.server.log")
+            Server.start(args.model_dir, work / f"process-{index}.server.log", {**env, "MODEL_COPIES": "1"})
             for index in range(2)
         ]
         configurations.append(("2 processes x 1 copy", processes))
