@@ -18,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench import cold_start, encoding, serving
+from bench import cold_start, encoding, overload, serving
 from bench.common import REPO_ROOT, Backend, add_common_arguments
 
 TABLES = [serving, encoding, cold_start]
@@ -68,7 +68,13 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: both)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-out", help="artifacts and server logs")
     parser.add_argument("--model-dir", type=Path, help="benchmark this extracted artifact instead")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="also the overload, copies and fp32-vs-autocast tables (bench/overload.py; minutes per backend)",
+    )
     add_common_arguments(parser)
+    overload.add_arguments(parser)
     options = parser.parse_args()
 
     if options.model_dir is not None:
@@ -102,6 +108,10 @@ def run(backends: list[Backend], missing: list[str], options: argparse.Namespace
     print()
     for table in TABLES:
         print(table.run(backends, options).markdown(), flush=True)
+    if options.overload:
+        for backend in backends:
+            print(f"## Overload and model copies: {backend.name}\n", flush=True)
+            overload.tables(backend.model_dir, backend.photo, options)
     print(
         f"- machine at the end: load average {os.getloadavg()[0]:.1f}; whole run {time.perf_counter() - started:.0f} s"
     )

@@ -1,7 +1,8 @@
-"""The HTTP layer: SageMaker's routes over the one model copy that `ModelServer` owns.
+"""The HTTP layer: SageMaker's routes over the model copies that `ModelServer` owns.
 
-    GET  /ping                  200 once the model is loaded and warmed up, 503 before
-    POST /invocations           decode (codec thread) -> predict (model thread) -> encode (codec thread)
+    GET  /ping                  200 once every model copy is loaded and warmed up, 503 before
+    POST /invocations           decode (codec thread) -> predict (the first free model copy's thread)
+                                -> encode (codec thread); refused at once when it cannot finish in time
     GET  /execution-parameters  batch transform's suggested parameters
 
 The event loop only reads bodies and writes responses, so /ping answers at once while inferences
@@ -17,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -40,15 +41,16 @@ from inference_server.errors import (
     error_kind,
 )
 from inference_server.handlers import Handlers, RequestContext
+from inference_server.model_pool import CopyLoadFailed, ModelCopy, ModelPool, QueuePolicy
 from inference_server.settings import MIB, Settings
 
 logger = logging.getLogger("inference_server")
 
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 REQUEST_ID_HEADER = "X-Request-Id"
-# Decoding and encoding overlap with another request's inference, bounded so that a burst of large
-# bodies cannot all be decoded into memory at once.
-CODEC_THREADS = 2
+# Decoding and encoding overlap with the copies' inferences, bounded so that a burst of large bodies
+# cannot all be decoded into memory at once.
+CODEC_THREADS_PER_COPY = 2
 # After a body turns out too large, read and discard up to this much more before answering 413, so
 # a client still sending gets the response instead of a connection reset.
 DRAIN_LIMIT_BYTES = 64 * MIB
@@ -60,22 +62,38 @@ WARMUP_SHAPE = (480, 640, 3)
 
 
 class ModelServer:
-    """Owns the loaded model, its readiness, and the threads that use it."""
+    """Owns the model copies (through the pool that queues requests to them) and their readiness."""
 
     def __init__(self, settings: Settings, on_load_failure: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.on_load_failure = on_load_failure
         self.handlers: Handlers | None = None
-        self.model: Any = None
+        self.pool: ModelPool | None = None
         self.ready = False
-        # One thread owns the model: it loads it, warms it up and runs every inference, so
-        # concurrent requests queue to the single copy in arrival order.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._codec_threads = ThreadPoolExecutor(max_workers=CODEC_THREADS, thread_name_prefix="codec")
+        self._codec_threads: ThreadPoolExecutor | None = None  # sized by the number of copies
+
+    @property
+    def model(self) -> Any:
+        """The first copy's model: what every copy shares (channel order, class names)."""
+        return self.pool.copies[0].model if self.pool is not None else None
 
     async def load(self) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._model_thread, self._load_and_warm_up)
+            await asyncio.to_thread(self._load_and_warm_up)
+        except CopyLoadFailed as error:
+            from inference_server.artifact import ArtifactError  # imported by the load
+
+            # One line naming the copy and its device; a traceback only for what the artifact
+            # checks did not already explain (e.g. a fault in a user's model_fn).
+            cause = error.__cause__
+            logger.error(
+                "model failed to load from %s: %s; stopping",
+                self.settings.model_dir,
+                error,
+                exc_info=None if isinstance(cause, ArtifactError) else cause,
+            )
+            self.on_load_failure()
+            return
         except Exception:
             logger.exception("model failed to load from %s; stopping", self.settings.model_dir)
             self.on_load_failure()
@@ -83,34 +101,61 @@ class ModelServer:
         self.ready = True
 
     def _load_and_warm_up(self) -> None:
-        from inference_server import artifact  # the ML stack loads here, after the port is bound
+        # The ML stack loads here, after the port is bound.
+        from inference_server import artifact, devices
 
         started = time.perf_counter()
         codecs.preload_encoders()
         handlers = Handlers.compose(artifact.load_user_module(self.settings.model_dir))
         if handlers.overridden:
             logger.info("code/inference.py overrides %s", ", ".join(sorted(handlers.overridden)))
-        model = handlers.load_model(self.settings.model_dir)
-        loaded = time.perf_counter()
-        if "input_fn" in handlers.overridden:
-            # Only the user's input_fn knows what its predict_fn expects.
-            logger.info("warm-up skipped: a custom input_fn defines the model's input")
-        else:
-            context = self.request_context("warm-up", {}, model)
-            handlers.predict(
-                np.random.default_rng(0).integers(0, 256, WARMUP_SHAPE, np.uint8), model, context
+        policy = QueuePolicy(
+            refuse_late=self.settings.refuses_late_requests,
+            max_queue_depth=self.settings.max_queue_depth if self.settings.refuses_late_requests else None,
+        )
+        pool = ModelPool(devices.plan(self.settings.model_copies), policy)
+
+        def load_copy(copy: ModelCopy) -> float:
+            copy_started = time.perf_counter()
+            devices.bind(copy.device)
+            copy.precision = devices.precision(copy.device, self.settings.mixed_precision)
+            copy.model = handlers.load_model(self.settings.model_dir)
+            loaded = time.perf_counter()
+            if "input_fn" in handlers.overridden:
+                # Only the user's input_fn knows what its predict_fn expects.
+                logger.info("%s: warm-up skipped: a custom input_fn defines the model's input", copy.name)
+                return 0.0
+            context = self.request_context("warm-up", {}, copy.model)
+            image = np.random.default_rng(0).integers(0, 256, WARMUP_SHAPE, np.uint8)
+            with copy.precision():
+                handlers.predict(image, copy.model, context)
+            warm_up_s = time.perf_counter() - loaded
+            logger.info(
+                "%s loaded in %.2f s, warmed up in %.2f s", copy.name, loaded - copy_started, warm_up_s
             )
-        self.handlers, self.model = handlers, model
+            return warm_up_s
+
+        pool.load(load_copy)
+        self._codec_threads = ThreadPoolExecutor(
+            max_workers=CODEC_THREADS_PER_COPY * len(pool.copies), thread_name_prefix="codec"
+        )
+        self.handlers, self.pool = handlers, pool
         logger.info(
-            "model loaded from %s in %.2f s, warmed up in %.2f s; %s mode, request limit %d bytes, "
-            "timeout %d s, max image pixels %d",
+            "model loaded from %s in %.2f s: %d cop%s (%s), mixed precision %s; %s mode, request limit "
+            "%d bytes, timeout %d s, max image pixels %d, %s",
             self.settings.model_dir,
-            loaded - started,
-            time.perf_counter() - loaded,
+            time.perf_counter() - started,
+            len(pool.copies),
+            "y" if len(pool.copies) == 1 else "ies",
+            ", ".join(copy.device for copy in pool.copies),
+            self.settings.mixed_precision,
             self.settings.mode,
             self.settings.max_request_bytes,
             self.settings.request_timeout_s,
             self.settings.max_image_pixels,
+            f"refusing what cannot finish in time, max queue depth {policy.max_queue_depth}"
+            if policy.refuse_late
+            else "no queue limit",
         )
 
     def request_context(self, request_id: str, headers: Any, model: Any) -> RequestContext:
@@ -124,38 +169,45 @@ class ModelServer:
             class_names=tuple(getattr(model, "class_names", ())),
         )
 
+    @property
+    def model_copies(self) -> int:
+        return len(self.pool.copies) if self.pool is not None else 1
+
     async def invoke(self, request: Request, request_id: str) -> Response:
-        if not self.ready or self.handlers is None:
+        if not self.ready or self.handlers is None or self.pool is None:
             raise ModelNotReady("the model is still loading; retry when GET /ping returns 200")
-        handlers = self.handlers
+        handlers, pool = self.handlers, self.pool
         context = self.request_context(request_id, request.headers, self.model)
         if handlers.default_output:
             # Fail fast, before reading the body, on what the default encoder would reject anyway.
             codecs.negotiate(context.accept)
             context.options = codecs.parse_options(context.custom_attributes)
         body = await read_body(request, self.settings)
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                data = await self._run(self._codec_threads, handlers.decode, body, context)
-                prediction = await self._run(self._model_thread, handlers.predict, data, self.model, context)
-                payload, response_type = await self._run(
-                    self._codec_threads, handlers.encode, prediction, context
-                )
-        except TimeoutError:
-            raise RequestTimedOut(
-                f"the request took over {self.settings.request_timeout_s} s (REQUEST_TIMEOUT_S) "
-                "waiting for and running the model"
-            ) from None
+        timeout_s = self.settings.request_timeout_s
+        # Refused here, at once, when the queue ahead cannot be served within the request's limit.
+        with pool.admit(request_id, timeout_s) as ticket:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    data = await self._on_codec_thread(handlers.decode, body, context)
+                    prediction = await pool.run(ticket, lambda model: handlers.predict(data, model, context))
+                    payload, response_type = await self._on_codec_thread(handlers.encode, prediction, context)
+            except TimeoutError:
+                raise RequestTimedOut(
+                    f"the request took over {timeout_s} s (REQUEST_TIMEOUT_S) waiting for and running the "
+                    "model"
+                ) from None
         return Response(payload, media_type=response_type)
 
-    @staticmethod
-    async def _run(executor: Executor, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+    async def _on_codec_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Decoding and encoding never run on a model copy's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._codec_threads, function, *args)
 
     def close(self) -> None:
-        # Queued inferences are dropped; a running one finishes before the process exits.
-        self._model_thread.shutdown(wait=False, cancel_futures=True)
-        self._codec_threads.shutdown(wait=False, cancel_futures=True)
+        # Queued inferences are dropped; running ones finish before the process exits.
+        if self.pool is not None:
+            self.pool.close()
+        if self._codec_threads is not None:
+            self._codec_threads.shutdown(wait=False, cancel_futures=True)
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -195,11 +247,20 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return b"".join(chunks)
 
 
-def error_response(kind: ErrorKind, message: str, request_id: str, status: int | None = None) -> JSONResponse:
+def error_response(
+    kind: ErrorKind,
+    message: str,
+    request_id: str,
+    status: int | None = None,
+    retry_after_s: int | None = None,
+) -> JSONResponse:
+    headers = {REQUEST_ID_HEADER: request_id}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(
-        error_document(kind, message, request_id),
+        error_document(kind, message, request_id, retry_after_s),
         status_code=kind.status if status is None else status,
-        headers={REQUEST_ID_HEADER: request_id},
+        headers=headers,
     )
 
 
@@ -235,7 +296,9 @@ async def invocations(request: Request) -> Response:
         # Batch transform fails a whole input file on one non-200 record; answer a bad record with an
         # error object in its place instead (BATCH_RECORD_ERRORS=object).
         as_record = kind.record_error and server.settings.record_errors_as_objects
-        response = error_response(kind, str(error), request_id, status=200 if as_record else None)
+        response = error_response(
+            kind, str(error), request_id, status=200 if as_record else None, retry_after_s=error.retry_after_s
+        )
     except Exception:
         logger.exception("request %s failed with an internal error", request_id)
         response = internal_error_response(request_id)
@@ -250,7 +313,8 @@ async def invocations(request: Request) -> Response:
 
 
 async def execution_parameters(request: Request) -> Response:
-    return JSONResponse(request.app.state.server.settings.execution_parameters())
+    server: ModelServer = request.app.state.server
+    return JSONResponse(server.settings.execution_parameters(server.model_copies))
 
 
 async def http_error(request: Request, error: Exception) -> Response:

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 class ServingError(Exception):
     """An error the caller can act on; its message names what was wrong."""
 
+    def __init__(self, message: str = "", *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        # Seconds after which a retry may succeed: the Retry-After header and the body's retry_after_s.
+        self.retry_after_s = retry_after_s
+
 
 class InvalidInput(ServingError):
     """The body cannot be decoded into an image (corrupt, wrong shape, bad JSON or base64)."""
@@ -51,6 +56,10 @@ class RequestTimedOut(ServingError):
     """The request waited or ran longer than REQUEST_TIMEOUT_S (queued behind other inferences)."""
 
 
+class Overloaded(ServingError):
+    """Refused at admission: the queue ahead means the request cannot finish within its limit."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -70,6 +79,7 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
     ModelNotReady: ErrorKind(503, "model_not_ready"),
     RequestTimedOut: ErrorKind(503, "request_timed_out"),
+    Overloaded: ErrorKind(503, "overloaded"),
 }
 INTERNAL_ERROR = ErrorKind(500, "internal_error")
 
@@ -82,5 +92,9 @@ def error_kind(error: BaseException) -> ErrorKind:
     return INTERNAL_ERROR
 
 
-def error_document(kind: ErrorKind, message: str, request_id: str) -> dict:
-    return {"error": {"code": kind.code, "message": message, "request_id": request_id}}
+def error_document(kind: ErrorKind, message: str, request_id: str, retry_after_s: int | None = None) -> dict:
+    error = {"code": kind.code, "message": message, "request_id": request_id}
+    if retry_after_s is not None:
+        # SageMaker passes the body on (OriginalMessage) but not the Retry-After header.
+        error["retry_after_s"] = retry_after_s
+    return {"error": error}

@@ -60,6 +60,16 @@ MODE_LIMITS: dict[InferenceMode, ModeLimits] = {
     ),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Real-time and serverless callers wait at most 60 s; this many admitted requests waiting for a copy
+# bounds the decoded images held in memory (the wait budget usually refuses long before).
+DEFAULT_MAX_QUEUE_DEPTH = 64
+MAX_MODEL_COPIES = 64
+
+
+class MixedPrecision(enum.StrEnum):
+    OFF = "off"
+    FP16 = "fp16"  # torch.autocast(dtype=float16) on CUDA
+    BF16 = "bf16"  # torch.autocast(dtype=bfloat16) on CUDA (Ampere and newer)
 
 
 class SettingsError(ValueError):
@@ -78,19 +88,27 @@ class Settings:
     batch_payload_mb: int = DEFAULT_BATCH_PAYLOAD_MB
     batch_record_errors: BatchRecordErrors = BatchRecordErrors.OBJECT
     log_level: str = "info"
+    model_copies: int | None = None  # None: one per visible GPU, one on CPU
+    mixed_precision: MixedPrecision = MixedPrecision.OFF
+    max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
+
+    @property
+    def refuses_late_requests(self) -> bool:
+        """Real-time and serverless answer overload at once; async and batch keep their long queues."""
+        return self.mode in (InferenceMode.REALTIME, InferenceMode.SERVERLESS)
 
     @property
     def record_errors_as_objects(self) -> bool:
         return self.mode is InferenceMode.BATCH and self.batch_record_errors is BatchRecordErrors.OBJECT
 
-    def execution_parameters(self) -> dict[str, int | str]:
+    def execution_parameters(self, model_copies: int) -> dict[str, int | str]:
         """What GET /execution-parameters suggests to batch transform (the job's own values win).
 
-        One model copy serialises inference, so a second concurrent transform would only queue and
-        eat into its invocation timeout; an image is one record, never split or concatenated.
+        One transform per model copy keeps every copy busy; more would only queue and eat into
+        their invocation timeout. An image is one record, never split or concatenated.
         """
         return {
-            "MaxConcurrentTransforms": 1,
+            "MaxConcurrentTransforms": model_copies,
             "BatchStrategy": "SINGLE_RECORD",
             "MaxPayloadInMB": self.batch_payload_mb,
         }
@@ -136,6 +154,9 @@ class Settings:
                 "BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT
             ),
             log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+            model_copies=reader.integer("MODEL_COPIES", None, minimum=1, maximum=MAX_MODEL_COPIES),
+            mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
+            max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
         )
         if port is not None and not 1 <= port <= 65535:
             reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")
@@ -161,7 +182,7 @@ class _EnvReader:
             self.errors.append(f"{name}={raw!r} is invalid; allowed: {allowed}")
             return default
 
-    def integer(self, name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: T, minimum: int, maximum: int | None = None) -> int | T:
         def parse(raw: str) -> int:
             value = int(raw)
             if value < minimum or (maximum is not None and value > maximum):

@@ -30,6 +30,9 @@ SERVER_ENV_VARS = (
     "REQUEST_TIMEOUT_S",
     "BATCH_RECORD_ERRORS",
     "LOG_LEVEL",
+    "MODEL_COPIES",
+    "MIXED_PRECISION",
+    "MAX_QUEUE_DEPTH",
 )
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300

@@ -11,7 +11,14 @@ from unittest import mock
 
 import pytest
 
-from inference_server.settings import MIB, BatchRecordErrors, InferenceMode, Settings, SettingsError
+from inference_server.settings import (
+    MIB,
+    BatchRecordErrors,
+    InferenceMode,
+    MixedPrecision,
+    Settings,
+    SettingsError,
+)
 
 from .conftest import CONTAINER_DIR
 
@@ -60,12 +67,30 @@ def test_sagemaker_batch_means_batch_and_its_payload_limit_applies():
         {"INFERENCE_MODE": "realtime", "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}
     )
     assert (settings.mode, settings.max_request_bytes) == (InferenceMode.BATCH, 20 * MIB)
-    assert settings.execution_parameters() == {
-        "MaxConcurrentTransforms": 1,
+    assert settings.execution_parameters(model_copies=4) == {
+        "MaxConcurrentTransforms": 4,
         "BatchStrategy": "SINGLE_RECORD",
         "MaxPayloadInMB": 20,
     }
     assert settings.record_errors_as_objects
+
+
+def test_model_copies_precision_and_queue_defaults():
+    settings = load({})
+    assert (settings.model_copies, settings.mixed_precision, settings.max_queue_depth) == (
+        None,
+        MixedPrecision.OFF,
+        64,
+    )
+    chosen = load({"MODEL_COPIES": "2", "MIXED_PRECISION": "bf16", "MAX_QUEUE_DEPTH": "8"})
+    assert (chosen.model_copies, chosen.mixed_precision, chosen.max_queue_depth) == (2, "bf16", 8)
+
+
+@pytest.mark.parametrize(
+    ("mode", "refuses"), [("realtime", True), ("serverless", True), ("async", False), ("batch", False)]
+)
+def test_only_realtime_and_serverless_refuse_what_cannot_finish_in_time(mode, refuses):
+    assert load({"INFERENCE_MODE": mode}).refuses_late_requests is refuses
 
 
 def test_batch_payload_setting_does_not_change_other_modes():
@@ -121,6 +146,10 @@ def test_overrides_and_flag_precedence():
         ({"MAX_IMAGE_PIXELS": "0"}, "MAX_IMAGE_PIXELS='0' is invalid; allowed: an integer >= 1"),
         ({"BATCH_RECORD_ERRORS": "skip"}, "BATCH_RECORD_ERRORS='skip' is invalid; allowed: object | fail"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is invalid; allowed: debug | info | warning | error"),
+        ({"MODEL_COPIES": "0"}, "MODEL_COPIES='0' is invalid; allowed: an integer in 1..64"),
+        ({"MODEL_COPIES": "all"}, "MODEL_COPIES='all' is invalid; allowed: an integer in 1..64"),
+        ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION='fp8' is invalid; allowed: off | fp16 | bf16"),
+        ({"MAX_QUEUE_DEPTH": "0"}, "MAX_QUEUE_DEPTH='0' is invalid; allowed: an integer >= 1"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_allowed_values(env, message):
@@ -130,8 +159,8 @@ def test_invalid_values_name_the_variable_and_the_allowed_values(env, message):
 
 def test_every_invalid_value_is_reported_at_once():
     with pytest.raises(SettingsError) as raised:
-        load({"INFERENCE_MODE": "x", "REQUEST_TIMEOUT_S": "-1"})
-    assert str(raised.value).count("is invalid") == 2
+        load({"INFERENCE_MODE": "x", "REQUEST_TIMEOUT_S": "-1", "MODEL_COPIES": "-2"})
+    assert str(raised.value).count("is invalid") == 3
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -85,8 +85,9 @@ def to_detections(instances: Instances) -> Detections:
     return Detections(
         image_height=height,
         image_width=width,
-        boxes=instances.pred_boxes.tensor.numpy(),
-        scores=instances.scores.numpy(),
+        # float32 also under MIXED_PRECISION (autocast may leave half-precision outputs).
+        boxes=instances.pred_boxes.tensor.float().numpy(),
+        scores=instances.scores.float().numpy(),
         classes=instances.pred_classes.numpy().astype(np.int64, copy=False),
         masks=instances.pred_masks.numpy().astype(bool, copy=False) if instances.has("pred_masks") else None,
     )
@@ -118,7 +119,8 @@ def load(model_dir: Path, metadata: ArtifactMetadata) -> Detectron2Predictor:
     cfg = read_config(config_path)
     check_class_names(cfg, metadata, config_path)
     cfg.MODEL.WEIGHTS = str(require_file(model_dir, WEIGHTS_FILE))
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    # The loading thread's current GPU: one model copy per GPU, each loaded by its own thread.
+    cfg.MODEL.DEVICE = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     cfg.freeze()
     return Detectron2Predictor(cfg, metadata.class_names)
 

@@ -85,8 +85,9 @@ class TorchvisionPredictor:
         return Detections(
             image_height=height,
             image_width=width,
-            boxes=output["boxes"].cpu().numpy(),
-            scores=output["scores"].cpu().numpy(),
+            # float32 also under MIXED_PRECISION (autocast may leave half-precision outputs).
+            boxes=output["boxes"].float().cpu().numpy(),
+            scores=output["scores"].float().cpu().numpy(),
             classes=(output["labels"] - 1).cpu().numpy(),
             # (N, 1, H, W) probabilities pasted at full image size.
             masks=None if masks is None else (masks[:, 0] > MASK_THRESHOLD).cpu().numpy(),
@@ -96,7 +97,12 @@ class TorchvisionPredictor:
 def load(model_dir: Path, metadata: ArtifactMetadata) -> TorchvisionPredictor:
     model = build_model(metadata)
     load_weights(model, require_file(model_dir, WEIGHTS_FILE))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # The loading thread's current GPU: one model copy per GPU, each loaded by its own thread.
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
     return TorchvisionPredictor(model, metadata.class_names, device)
 
 
