@@ -24,7 +24,7 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
     stacks = InferenceStacks(shared)
     if config.realtime.enabled:
         stacks.modes["realtime"] = RealtimeStack(
-            scope, f"{config.name}-Realtime", config=config.realtime, **common
+            scope, f"{config.name}-Realtime", config=config.realtime, store=shared.store, **common
         )
     if config.async_.enabled:
         stacks.modes["async"] = AsyncStack(

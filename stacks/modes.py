@@ -10,6 +10,7 @@ from sagemaker_constructs import (
     ArtifactStore,
     AsyncEndpoint,
     BatchTransformResources,
+    InferenceComponentEndpoint,
     ModelRegistry,
     PackagedModel,
     RealtimeEndpoint,
@@ -27,13 +28,26 @@ class RealtimeStack(Stack):
         *,
         registry: ModelRegistry,
         role: iam.IRole,
+        store: ArtifactStore,
         config: RealtimeConfig,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
         model = PackagedModel(
             self, "Model", registry=registry, role=role, mode="realtime", instance_type=config.instance_type
         )
-        self.endpoint = RealtimeEndpoint(self, "Realtime", model=model, config=config)
+        self.endpoint: RealtimeEndpoint | InferenceComponentEndpoint
+        if config.inference_components is not None:
+            self.endpoint = InferenceComponentEndpoint(
+                self, "InferenceComponent", model=model, config=config, role=role
+            )
+            CfnOutput(
+                self,
+                "InferenceComponentName",
+                value=self.endpoint.inference_component_name,
+                description="Pass as InferenceComponentName to InvokeEndpoint",
+            )
+        else:
+            self.endpoint = RealtimeEndpoint(self, "Realtime", model=model, config=config, store=store)
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 

@@ -34,6 +34,14 @@ class SharedModelStack(Stack):
         if config.batch.enabled:
             read_prefixes.append(store.BATCH_INPUT_PREFIX)
             write_prefixes.append(store.BATCH_OUTPUT_PREFIX)
+        for mode, prefix in (
+            (config.realtime, store.REALTIME_CAPTURE_PREFIX),
+            (config.async_, store.ASYNC_CAPTURE_PREFIX),
+        ):
+            # SageMaker writes data capture with the endpoint's execution role.
+            if mode.enabled and mode.data_capture is not None:
+                write_prefixes.append(prefix)
+                store.expire_under(prefix, days=mode.data_capture.expiry_days)
         self.execution_role = SageMakerExecutionRole(
             self,
             "ExecutionRole",

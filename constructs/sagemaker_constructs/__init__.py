@@ -8,6 +8,7 @@ from .async_endpoint import AsyncEndpoint
 from .batch import BatchTransformResources
 from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
+from .inference_component import InferenceComponentEndpoint
 from .model_data import ModelData
 from .packaged_model import PackagedModel
 from .realtime import RealtimeEndpoint
@@ -19,6 +20,7 @@ __all__ = [
     "ArtifactStore",
     "AsyncEndpoint",
     "BatchTransformResources",
+    "InferenceComponentEndpoint",
     "InferenceImages",
     "ModelData",
     "ModelRegistry",

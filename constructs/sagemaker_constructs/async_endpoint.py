@@ -6,6 +6,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from .data_capture import data_capture_config
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableAsyncInstanceCount
@@ -50,13 +51,18 @@ class AsyncEndpoint(InferenceEndpoint):
             ],
         )
         self._create_endpoint(
-            instance_variant(
-                model,
-                instance_type=config.instance_type,
-                initial_instance_count=config.initial_instance_count,
-                inference_ami_version=config.inference_ami_version,
-            ),
+            [
+                instance_variant(
+                    model,
+                    instance_type=config.instance_type,
+                    initial_instance_count=config.initial_instance_count,
+                    inference_ami_version=config.inference_ami_version,
+                )
+            ],
             autoscaled=config.scaling is not None,
+            data_capture_config=None
+            if config.data_capture is None
+            else data_capture_config(store, store.ASYNC_CAPTURE_PREFIX, config.data_capture),
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
                     max_concurrent_invocations_per_instance=config.max_concurrent_invocations_per_instance

@@ -1,5 +1,6 @@
 """What every SageMaker endpoint construct shares: one variant, config + endpoint, invoke grant."""
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aws_cdk import aws_iam as iam
@@ -42,16 +43,22 @@ class InferenceEndpoint(Construct):
 
     def _create_endpoint(
         self,
-        variant: sagemaker.CfnEndpointConfig.ProductionVariantProperty,
+        variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty],
         *,
         autoscaled: bool,
         async_inference_config: sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None = None,
+        data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
+        shadow_variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty] = (),
+        execution_role_arn: str | None = None,
     ) -> None:
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
-            production_variants=[variant],
+            production_variants=list(variants),
+            shadow_production_variants=list(shadow_variants) or None,
             async_inference_config=async_inference_config,
+            data_capture_config=data_capture_config,
+            execution_role_arn=execution_role_arn,
         )
         self.endpoint = sagemaker.CfnEndpoint(
             self,

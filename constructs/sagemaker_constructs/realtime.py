@@ -3,25 +3,42 @@
 from aws_cdk import Duration
 from constructs import Construct
 
+from .data_capture import data_capture_config
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableInstanceCount
 from .settings import RealtimeConfig
+from .storage import ArtifactStore
 
 
 class RealtimeEndpoint(InferenceEndpoint):
     def __init__(
-        self, scope: Construct, construct_id: str, *, model: PackagedModel, config: RealtimeConfig
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model: PackagedModel,
+        config: RealtimeConfig,
+        store: ArtifactStore | None = None,
     ) -> None:
+        """`store` receives the data capture; it is needed only when `config.data_capture` is set."""
         super().__init__(scope, construct_id)
+        capture = None
+        if config.data_capture is not None:
+            if store is None:
+                raise ValueError("data capture needs the artifact store that receives it")
+            capture = data_capture_config(store, store.REALTIME_CAPTURE_PREFIX, config.data_capture)
         self._create_endpoint(
-            instance_variant(
-                model,
-                instance_type=config.instance_type,
-                initial_instance_count=config.initial_instance_count,
-                inference_ami_version=config.inference_ami_version,
-            ),
+            [
+                instance_variant(
+                    model,
+                    instance_type=config.instance_type,
+                    initial_instance_count=config.initial_instance_count,
+                    inference_ami_version=config.inference_ami_version,
+                )
+            ],
             autoscaled=config.scaling is not None,
+            data_capture_config=capture,
         )
         self.scaling: ScalableInstanceCount | None = None
         if config.scaling is not None:

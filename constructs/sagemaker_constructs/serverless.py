@@ -15,15 +15,17 @@ class ServerlessEndpoint(InferenceEndpoint):
     ) -> None:
         super().__init__(scope, construct_id)
         self._create_endpoint(
-            sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=VARIANT_NAME,
-                model_name=model.model_name,
-                serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
-                    memory_size_in_mb=config.memory_size_mb,
-                    max_concurrency=config.max_concurrency,
-                    provisioned_concurrency=config.provisioned_concurrency,
-                ),
-            ),
+            [
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=model.model_name,
+                    serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                        memory_size_in_mb=config.memory_size_mb,
+                        max_concurrency=config.max_concurrency,
+                        provisioned_concurrency=config.provisioned_concurrency,
+                    ),
+                )
+            ],
             autoscaled=False,
         )
         self.scaling: ScalableProvisionedConcurrency | None = None

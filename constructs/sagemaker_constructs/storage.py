@@ -21,6 +21,8 @@ class ArtifactStore(Construct):
     ASYNC_FAILURE_PREFIX = "async/failure"
     BATCH_INPUT_PREFIX = "batch/input"
     BATCH_OUTPUT_PREFIX = "batch/output"
+    REALTIME_CAPTURE_PREFIX = "capture/realtime"
+    ASYNC_CAPTURE_PREFIX = "capture/async"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -69,6 +71,15 @@ class ArtifactStore(Construct):
                 )
             ],
             removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def expire_under(self, prefix: str, *, days: int) -> None:
+        """Delete objects under `prefix` `days` after they are written (their old versions a day later)."""
+        self.bucket.add_lifecycle_rule(
+            id=f"expire-{prefix.replace('/', '-')}",
+            prefix=f"{prefix}/",
+            expiration=Duration.days(days),
+            noncurrent_version_expiration=Duration.days(1),
         )
 
     def objects_under(self, prefix: str) -> str:

@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
+from .capture import DataCaptureConfig
 from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling
+from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
 
@@ -119,6 +121,9 @@ __all__ = [
     "AsyncConfig",
     "AsyncScaling",
     "BatchConfig",
+    "CopyScaling",
+    "DataCaptureConfig",
+    "InferenceComponentsConfig",
     "ConfigError",
     "FieldProblems",
     "InstanceType",

@@ -8,6 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ..instance_types import is_burstable
 from .base import FieldProblems, InstanceType, Seconds, Section, between
+from .capture import DataCaptureConfig
+from .inference_components import InferenceComponentsConfig
 
 
 class _Scaling(Section):
@@ -69,23 +71,57 @@ class _InstanceMode(Section):
         "al2-ami-sagemaker-inference-gpu-3-1", "al2-ami-sagemaker-inference-gpu-2-1"
     ] = "al2-ami-sagemaker-inference-gpu-3-1"
 
+    data_capture: DataCaptureConfig | None = None
+
     @model_validator(mode="after")
-    def _scalable_instance(self) -> _InstanceMode:
-        if self.scaling is not None and is_burstable(self.instance_type):
-            raise FieldProblems(
-                [
-                    (
-                        "instance_type",
-                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
-                        f"type or set scaling to null (got {self.instance_type!r})",
-                    )
-                ]
-            )
+    def _cross_field(self) -> _InstanceMode:
+        problems = self.cross_field_problems()
+        if problems:
+            raise FieldProblems(problems)
         return self
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        if self.scaling is not None and is_burstable(self.instance_type):
+            return [
+                (
+                    "instance_type",
+                    "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
+                    f"type or set scaling to null (got {self.instance_type!r})",
+                )
+            ]
+        return []
 
 
 class RealtimeConfig(_InstanceMode):
     scaling: RealtimeScaling | None = Field(default_factory=RealtimeScaling)
+    # Set: the model runs as an inference component that can scale to zero (see
+    # inference_components.py); null: the classic variant, instance-count scaling, never zero.
+    inference_components: InferenceComponentsConfig | None = None
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        components = self.inference_components
+        if components is None:
+            return super().cross_field_problems()
+        problems = []
+        if self.scaling is not None:
+            problems.append(
+                (
+                    "scaling",
+                    "must be null with inference_components: instances follow the copies through "
+                    "managed instance scaling (inference_components.max_instance_count), and copies "
+                    "scale with inference_components.scaling; SageMaker does not autoscale the "
+                    "instance count of a variant that hosts inference components",
+                )
+            )
+        if self.data_capture is not None:
+            problems.append(
+                (
+                    "data_capture",
+                    "must be null with inference_components: this project captures data on "
+                    "model-based variants only (the classic real-time variant and async)",
+                )
+            )
+        return problems + components.problems_on(self.instance_type)
 
 
 class AsyncConfig(_InstanceMode):

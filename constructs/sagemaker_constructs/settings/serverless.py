@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import model_validator
 
 from .base import FieldProblems, Section, between, one_of
+from .capture import refuse_data_capture_on_serverless
 
 SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 
@@ -40,6 +41,12 @@ class ServerlessConfig(Section):
                     )
                 ]
             )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_data_capture(cls, data: Any) -> Any:
+        refuse_data_capture_on_serverless(data)
         return data
 
     @model_validator(mode="after")
