@@ -26,12 +26,12 @@ CONFIG_DIR = REPO_ROOT / "config"
 CONTAINER_DIR = REPO_ROOT / "container"
 
 
-def build_app(app: cdk.App) -> InferenceStacks:
-    """Context: `env` selects config/<env>.json, `model_data` overrides model.data."""
+def build_app(app: cdk.App, *, config_dir: Path = CONFIG_DIR) -> InferenceStacks:
+    """Context: `env` selects <config_dir>/<env>.json, `model_data` overrides model.data."""
     config = load_config(
         env=app.node.try_get_context("env"),
         model_data=app.node.try_get_context("model_data"),
-        config_dir=CONFIG_DIR,
+        config_dir=config_dir,
         base_dir=REPO_ROOT,
     )
     stacks = build_stacks(app, config, container_dir=CONTAINER_DIR)

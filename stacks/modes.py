@@ -33,7 +33,13 @@ class RealtimeStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
         model = PackagedModel(
-            self, "Model", registry=registry, role=role, mode="realtime", instance_type=config.instance_type
+            self,
+            "Model",
+            registry=registry,
+            role=role,
+            mode="realtime",
+            instance_type=config.instance_type,
+            version=config.model_version,
         )
         self.endpoint: RealtimeEndpoint | InferenceComponentEndpoint
         if config.inference_components is not None:
@@ -64,7 +70,13 @@ class AsyncStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
         model = PackagedModel(
-            self, "Model", registry=registry, role=role, mode="async", instance_type=config.instance_type
+            self,
+            "Model",
+            registry=registry,
+            role=role,
+            mode="async",
+            instance_type=config.instance_type,
+            version=config.model_version,
         )
         self.endpoint = AsyncEndpoint(self, "Async", model=model, config=config, store=store, role=role)
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
@@ -89,7 +101,13 @@ class ServerlessStack(Stack):
             scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)"
         )
         model = PackagedModel(
-            self, "Model", registry=registry, role=role, mode="serverless", instance_type=None
+            self,
+            "Model",
+            registry=registry,
+            role=role,
+            mode="serverless",
+            instance_type=None,
+            version=config.model_version,
         )
         self.endpoint = ServerlessEndpoint(self, "Serverless", model=model, config=config)
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
@@ -110,7 +128,13 @@ class BatchStack(Stack):
             scope, construct_id, description="Detectron2 on SageMaker: batch transform model and S3 prefixes"
         )
         model = PackagedModel(
-            self, "Model", registry=registry, role=role, mode="batch", instance_type=config.instance_type
+            self,
+            "Model",
+            registry=registry,
+            role=role,
+            mode="batch",
+            instance_type=config.instance_type,
+            version=config.model_version,
         )
         self.transform = BatchTransformResources(
             self, "BatchTransform", model=model, config=config, store=store

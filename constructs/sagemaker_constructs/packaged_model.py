@@ -7,6 +7,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from .registry import ModelRegistry
+from .settings import ModelVersion
 
 InferenceMode = Literal["realtime", "async", "serverless", "batch"]
 
@@ -19,6 +20,9 @@ class PackagedModel(Construct):
     size limits and timeouts from `INFERENCE_MODE`. Instance-based modes run network-isolated (the
     container needs no network; SageMaker itself fetches the model data); serverless endpoints do
     not support network isolation.
+
+    `version` picks the registered version: the current registration (default) or a pinned one
+    (see `ModelRegistry.package_arn_for`); each variant of an endpoint may pick its own.
     """
 
     def __init__(
@@ -30,16 +34,18 @@ class PackagedModel(Construct):
         role: iam.IRole,
         mode: InferenceMode,
         instance_type: str | None,
+        version: ModelVersion = ModelVersion(),
     ) -> None:
         super().__init__(scope, construct_id)
         self.mode = mode
+        self.version = version
         self.resource = sagemaker.CfnModel(
             self,
             "Resource",
             execution_role_arn=role.role_arn,
             enable_network_isolation=instance_type is not None,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                model_package_name=registry.package_arn_for(self),
+                model_package_name=registry.package_arn_for(self, version),
                 inference_specification_name=registry.specification_for(instance_type),
                 environment={"INFERENCE_MODE": mode},
             ),

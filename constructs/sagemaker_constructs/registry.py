@@ -1,6 +1,6 @@
 """The model registry: a model package group and the registered version every mode deploys."""
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct, IConstruct
@@ -8,6 +8,7 @@ from constructs import Construct, IConstruct
 from .images import InferenceImages
 from .instance_types import is_gpu
 from .model_data import ModelData
+from .settings import ModelVersion
 
 # What the container's decoders and encoder accept (container/inference_server owns the list).
 SUPPORTED_CONTENT_TYPES = [
@@ -43,6 +44,7 @@ class ModelRegistry(Construct):
         package_arn_parameter_name: str,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.group_name = group_name
         self.group = sagemaker.CfnModelPackageGroup(
             self,
             "Group",
@@ -91,11 +93,30 @@ class ModelRegistry(Construct):
             description="Model package version that the Detectron2 inference stacks deploy",
         )
 
-    def package_arn_for(self, scope: IConstruct) -> str:
-        """The version ARN as seen from `scope`'s stack (through SSM when that is another stack)."""
+    def package_arn_for(self, scope: IConstruct, version: ModelVersion = ModelVersion()) -> str:
+        """The ARN of `version` as a Model in `scope`'s stack names it.
+
+        The current registration comes from this construct (through SSM when `scope` is in another
+        stack, so the ARN is resolved at deploy time). A pinned version is a literal in `scope`'s
+        template (`.../model-package/<group>/<number>`), so `cdk diff` shows a change of pin.
+        """
+        if version.arn is not None:
+            return version.arn
+        if version.number is not None:
+            return self.version_arn(scope, version.number)
         if Stack.of(scope) is Stack.of(self):
             return self.package_arn
         return ssm.StringParameter.value_for_string_parameter(scope, self.package_arn_parameter_name)
+
+    def version_arn(self, scope: IConstruct, number: int) -> str:
+        """ARN of version `number` of this group, in `scope`'s partition, region and account."""
+        return Stack.of(scope).format_arn(
+            service="sagemaker",
+            resource="model-package",
+            # SageMaker writes the names in its ARNs in lower case.
+            resource_name=f"{self.group_name.lower()}/{number}",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
 
     @classmethod
     def specification_for(cls, instance_type: str | None) -> str | None:

@@ -61,15 +61,23 @@ class Synth:
         return next(iter(found.items()))
 
 
-def build(outdir: Path, **context: str):
+def build(outdir: Path, config_dir: Path = cdk_app.CONFIG_DIR, **context: str):
     """Build the app exactly as app.py does (config, stacks, cdk-nag), with cdk.json's context."""
     app = cdk.App(context={**cdk_json_context(), **context}, outdir=str(outdir), stack_traces=False)
-    return app, cdk_app.build_app(app)
+    return app, cdk_app.build_app(app, config_dir=config_dir)
 
 
-def synthesize(outdir: Path, **context: str) -> Synth:
-    app, stacks = build(outdir, **context)
+def synthesize(outdir: Path, config_dir: Path = cdk_app.CONFIG_DIR, **context: str) -> Synth:
+    app, stacks = build(outdir, config_dir, **context)
     return Synth(stacks, app.synth(), outdir)
+
+
+def synthesize_config(outdir: Path, overrides: dict) -> Synth:
+    """Synthesize with `overrides` as the environment file (`-c env=test`), e.g. a changed pin."""
+    config_dir = outdir.parent / f"{outdir.name}-config"
+    config_dir.mkdir(parents=True)
+    (config_dir / "test.json").write_text(json.dumps(overrides))
+    return synthesize(outdir, config_dir, env="test")
 
 
 @pytest.fixture(scope="session")

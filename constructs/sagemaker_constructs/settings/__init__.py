@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
@@ -26,6 +26,7 @@ from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScalin
 from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
+from .versions import CURRENT, ModelVersion, ModelVersionField, approval_problems, pin_problems
 
 STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -44,6 +45,21 @@ class AppConfig(Section):
     @property
     def package_group_name(self) -> str:
         return self.model.package_group_name or f"{self.name.lower()}-mask-rcnn"
+
+    def deployed_versions(self) -> dict[str, ModelVersion]:
+        """Field path -> the registered version it deploys, for every enabled mode."""
+        modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
+        modes["batch"] = self.batch
+        return {f"{key}.model_version": mode.model_version for key, mode in modes.items() if mode.enabled}
+
+    @model_validator(mode="after")
+    def _deployable_versions(self) -> AppConfig:
+        deployed = self.deployed_versions()
+        problems = pin_problems(deployed, self.package_group_name)
+        problems += approval_problems(deployed, self.model.approval_status)
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
 
 def load_config(*, env: str | None, model_data: str | None, config_dir: Path, base_dir: Path) -> AppConfig:
@@ -124,6 +140,7 @@ __all__ = [
     "CopyScaling",
     "DataCaptureConfig",
     "InferenceComponentsConfig",
+    "CURRENT",
     "ConfigError",
     "FieldProblems",
     "InstanceType",
@@ -133,6 +150,8 @@ __all__ = [
     "matching",
     "one_of",
     "ModelConfig",
+    "ModelVersion",
+    "ModelVersionField",
     "PLACEHOLDER_MODEL_DATA",
     "ProvisionedConcurrencyScaling",
     "RealtimeConfig",

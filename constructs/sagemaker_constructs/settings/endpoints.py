@@ -10,6 +10,7 @@ from ..instance_types import is_burstable
 from .base import FieldProblems, InstanceType, Seconds, Section, between
 from .capture import DataCaptureConfig
 from .inference_components import InferenceComponentsConfig
+from .versions import ModelVersion, ModelVersionField
 
 
 class _Scaling(Section):
@@ -63,6 +64,7 @@ class AsyncScaling(_Scaling):
 
 class _InstanceMode(Section):
     enabled: bool = True
+    model_version: ModelVersionField = ModelVersion()
     instance_type: InstanceType = "ml.g5.xlarge"
     initial_instance_count: Annotated[int, between(1, 100)] = 1
     # GPU variants only. The default AMI of ml.g4dn/g5/p4d has NVIDIA driver 470, too old for the

@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from .base import FieldProblems, Section, between, one_of
 from .capture import refuse_data_capture_on_serverless
+from .versions import ModelVersion, ModelVersionField
 
 SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 
@@ -21,6 +22,7 @@ class ProvisionedConcurrencyScaling(Section):
 
 class ServerlessConfig(Section):
     enabled: bool = True
+    model_version: ModelVersionField = ModelVersion()
     memory_size_mb: Annotated[int, one_of(SERVERLESS_MEMORY_SIZES_MB)] = 6144
     max_concurrency: Annotated[int, between(1, 200)] = 5
     provisioned_concurrency: Annotated[int, between(1, 200)] | None = None
