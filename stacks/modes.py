@@ -17,7 +17,13 @@ from sagemaker_constructs import (
     ServerlessEndpoint,
 )
 from sagemaker_constructs.instance_types import is_gpu
-from sagemaker_constructs.settings import AsyncConfig, BatchConfig, RealtimeConfig, ServerlessConfig
+from sagemaker_constructs.settings import (
+    AsyncConfig,
+    BatchConfig,
+    ModelVersion,
+    RealtimeConfig,
+    ServerlessConfig,
+)
 
 
 class RealtimeStack(Stack):
@@ -32,16 +38,30 @@ class RealtimeStack(Stack):
         config: RealtimeConfig,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
-        model = PackagedModel(
-            self,
-            "Model",
-            registry=registry,
-            role=role,
-            mode="realtime",
-            instance_type=config.instance_type,
-            version=config.model_version,
-        )
+
+        def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
+            return PackagedModel(
+                self,
+                construct_id,
+                registry=registry,
+                role=role,
+                mode="realtime",
+                instance_type=instance_type,
+                version=version,
+            )
+
         self.endpoint: RealtimeEndpoint | InferenceComponentEndpoint
+        if config.variants is not None or config.shadow is not None:
+            # An experiment: every variant (the shadow too) deploys its own version on its own type.
+            plans = [*config.production_variants(), *filter(None, [config.shadow_variant()])]
+            models = {p.name: model_for(f"{p.name}Model", p.instance_type, p.model_version) for p in plans}
+            self.endpoint = RealtimeEndpoint(self, "Realtime", config=config, models=models, store=store)
+            CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+            CfnOutput(self, "VariantNames", value=",".join(self.endpoint.variant_names))
+            if self.endpoint.shadow_variant_name is not None:
+                CfnOutput(self, "ShadowVariantName", value=self.endpoint.shadow_variant_name)
+            return
+        model = model_for("Model", config.instance_type, config.model_version)
         if config.inference_components is not None:
             self.endpoint = InferenceComponentEndpoint(
                 self, "InferenceComponent", model=model, config=config, role=role

@@ -13,19 +13,24 @@ from .scaling import ScalableVariantAttribute
 
 ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
 
-# Stable across updates so scaling targets and metrics keep pointing at the same variant.
-VARIANT_NAME = "AllTraffic"
+from .settings.experiments import DEFAULT_VARIANT_NAME as VARIANT_NAME
 
 
 def instance_variant(
-    model: PackagedModel, *, instance_type: str, initial_instance_count: int, inference_ami_version: str
+    model: PackagedModel,
+    *,
+    instance_type: str,
+    initial_instance_count: int,
+    inference_ami_version: str,
+    variant_name: str = VARIANT_NAME,
+    weight: float = 1,
 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
     return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-        variant_name=VARIANT_NAME,
+        variant_name=variant_name,
         model_name=model.model_name,
         instance_type=instance_type,
         initial_instance_count=initial_instance_count,
-        initial_variant_weight=1,
+        initial_variant_weight=weight,
         # The GPU image needs a newer NVIDIA driver than the default AMI's; CPU variants take the default.
         inference_ami_version=inference_ami_version if is_gpu(instance_type) else None,
     )
@@ -71,13 +76,19 @@ class InferenceEndpoint(Construct):
         self.endpoint_arn = self.endpoint.ref
 
     def _auto_scale(
-        self, attribute: type[ScalableT], construct_id: str, *, min_capacity: int, max_capacity: int
+        self,
+        attribute: type[ScalableT],
+        construct_id: str,
+        *,
+        min_capacity: int,
+        max_capacity: int,
+        variant_name: str | None = None,
     ) -> ScalableT:
         return attribute(
             self,
             construct_id,
             endpoint_name=self.endpoint_name,
-            variant_name=self.variant_name,
+            variant_name=variant_name or self.variant_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,
         )

@@ -1,57 +1,98 @@
-"""Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
+"""Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero).
+
+Optionally an experiment: weighted production variants (A/B), each with its own registered version
+and autoscaling, or one production variant with a shadow variant; and data capture.
+"""
+
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from constructs import Construct
 
 from .data_capture import data_capture_config
-from .endpoint import InferenceEndpoint, instance_variant
+from .endpoint import VARIANT_NAME, InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableInstanceCount
-from .settings import RealtimeConfig
+from .settings import RealtimeConfig, RealtimeScaling, VariantPlan
 from .storage import ArtifactStore
 
 
 class RealtimeEndpoint(InferenceEndpoint):
+    """One variant per `config.production_variants()` (plus `config.shadow_variant()`).
+
+    `model` serves every variant not named in `models` (by default the one `AllTraffic` variant);
+    `models` maps variant names, the shadow's included, to the model that variant deploys.
+    `store` receives the data capture; it is needed only when `config.data_capture` is set.
+    """
+
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        model: PackagedModel,
+        model: PackagedModel | None = None,
         config: RealtimeConfig,
+        models: Mapping[str, PackagedModel] | None = None,
         store: ArtifactStore | None = None,
     ) -> None:
-        """`store` receives the data capture; it is needed only when `config.data_capture` is set."""
         super().__init__(scope, construct_id)
+        models = dict(models or {})
         capture = None
         if config.data_capture is not None:
             if store is None:
                 raise ValueError("data capture needs the artifact store that receives it")
             capture = data_capture_config(store, store.REALTIME_CAPTURE_PREFIX, config.data_capture)
-        self._create_endpoint(
-            [
-                instance_variant(
-                    model,
-                    instance_type=config.instance_type,
-                    initial_instance_count=config.initial_instance_count,
-                    inference_ami_version=config.inference_ami_version,
-                )
-            ],
-            autoscaled=config.scaling is not None,
-            data_capture_config=capture,
-        )
-        self.scaling: ScalableInstanceCount | None = None
-        if config.scaling is not None:
-            self.scaling = self.auto_scale_instance_count(
-                min_capacity=config.scaling.min_capacity, max_capacity=config.scaling.max_capacity
-            )
-            self.scaling.scale_on_invocations(
-                invocations_per_instance=config.scaling.target_invocations_per_instance,
-                scale_in_cooldown=Duration.seconds(config.scaling.scale_in_cooldown_seconds),
-                scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
+
+        def variant(plan: VariantPlan):
+            chosen = models.get(plan.name, model)
+            if chosen is None:
+                raise ValueError(f"no model for variant {plan.name!r}")
+            return instance_variant(
+                chosen,
+                instance_type=plan.instance_type,
+                initial_instance_count=plan.initial_instance_count,
+                inference_ami_version=config.inference_ami_version,
+                variant_name=plan.name,
+                weight=plan.weight,
             )
 
-    def auto_scale_instance_count(self, *, min_capacity: int, max_capacity: int) -> ScalableInstanceCount:
+        plans = config.production_variants()
+        shadow = config.shadow_variant()
+        self.variant_names = [plan.name for plan in plans]
+        self.shadow_variant_name = None if shadow is None else shadow.name
+        self._create_endpoint(
+            [variant(plan) for plan in plans],
+            autoscaled=any(plan.scaling is not None for plan in plans),
+            data_capture_config=capture,
+            shadow_variants=[] if shadow is None else [variant(shadow)],
+        )
+        # Per production variant; `scaling` is the default variant's (None in an A/B test).
+        self.variant_scaling: dict[str, ScalableInstanceCount] = {}
+        for plan in plans:
+            if plan.scaling is not None:
+                self.variant_scaling[plan.name] = self._scale_variant(plan.name, plan.scaling)
+        self.scaling: ScalableInstanceCount | None = self.variant_scaling.get(VARIANT_NAME)
+
+    def _scale_variant(self, variant_name: str, scaling: RealtimeScaling) -> ScalableInstanceCount:
+        scalable = self.auto_scale_instance_count(
+            min_capacity=scaling.min_capacity, max_capacity=scaling.max_capacity, variant_name=variant_name
+        )
+        scalable.scale_on_invocations(
+            invocations_per_instance=scaling.target_invocations_per_instance,
+            scale_in_cooldown=Duration.seconds(scaling.scale_in_cooldown_seconds),
+            scale_out_cooldown=Duration.seconds(scaling.scale_out_cooldown_seconds),
+        )
+        return scalable
+
+    def auto_scale_instance_count(
+        self, *, min_capacity: int, max_capacity: int, variant_name: str = VARIANT_NAME
+    ) -> ScalableInstanceCount:
+        # The default variant keeps its original construct id, so its scaling resources keep theirs.
+        construct_id = "InstanceCount" if variant_name == VARIANT_NAME else f"{variant_name}InstanceCount"
         return self._auto_scale(
-            ScalableInstanceCount, "InstanceCount", min_capacity=min_capacity, max_capacity=max_capacity
+            ScalableInstanceCount,
+            construct_id,
+            min_capacity=min_capacity,
+            max_capacity=max_capacity,
+            variant_name=variant_name,
         )

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
 from .capture import DataCaptureConfig
-from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling
+from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling, VariantConfig
+from .experiments import ShadowConfig, VariantPlan
 from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
@@ -50,7 +51,11 @@ class AppConfig(Section):
         """Field path -> the registered version it deploys, for every enabled mode."""
         modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
         modes["batch"] = self.batch
-        return {f"{key}.model_version": mode.model_version for key, mode in modes.items() if mode.enabled}
+        versions = {f"{key}.model_version": mode.model_version for key, mode in modes.items() if mode.enabled}
+        if self.realtime.enabled:
+            # Variants and the shadow may each pin their own version.
+            versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
+        return versions
 
     @model_validator(mode="after")
     def _deployable_versions(self) -> AppConfig:
@@ -157,6 +162,9 @@ __all__ = [
     "RealtimeConfig",
     "RealtimeScaling",
     "SERVERLESS_MEMORY_SIZES_MB",
+    "ShadowConfig",
+    "VariantConfig",
+    "VariantPlan",
     "ServerlessConfig",
     "load_config",
 ]

@@ -9,6 +9,13 @@ from pydantic import Field, field_validator, model_validator
 from ..instance_types import is_burstable
 from .base import FieldProblems, InstanceType, Seconds, Section, between
 from .capture import DataCaptureConfig
+from .experiments import (
+    DEFAULT_VARIANT_NAME,
+    MAX_PRODUCTION_VARIANTS,
+    ShadowConfig,
+    VariantName,
+    VariantPlan,
+)
 from .inference_components import InferenceComponentsConfig
 from .versions import ModelVersion, ModelVersionField
 
@@ -52,6 +59,18 @@ class RealtimeScaling(_Scaling):
         if value > 100:
             raise ValueError(f"must be between 1 and 100 (got {value})")
         return value
+
+
+class VariantConfig(Section):
+    """One weighted production variant of an A/B test. Unset fields take the real-time section's
+    value; `scaling` set to null turns autoscaling off for this variant only."""
+
+    name: VariantName
+    weight: Annotated[float, between(0, 1000)]
+    model_version: ModelVersionField | None = None
+    instance_type: InstanceType | None = None
+    initial_instance_count: Annotated[int, between(1, 100)] | None = None
+    scaling: RealtimeScaling | None = None
 
 
 class AsyncScaling(_Scaling):
@@ -100,11 +119,80 @@ class RealtimeConfig(_InstanceMode):
     # inference_components.py); null: the classic variant, instance-count scaling, never zero.
     inference_components: InferenceComponentsConfig | None = None
 
+    # Set: weighted production variants (A/B), each deploying its own registered version.
+    variants: list[VariantConfig] | None = None
+    # Set: a shadow variant receiving a copy of the production traffic.
+    shadow: ShadowConfig | None = None
+
+    def _experiment_problems(self) -> list[tuple[str, str]]:
+        return _experiment_problems_of(self)
+
+    def production_variants(self) -> list[VariantPlan]:
+        """The production variants to deploy, defaults resolved (one `AllTraffic` without `variants`)."""
+        if self.variants is None:
+            return [
+                VariantPlan(
+                    DEFAULT_VARIANT_NAME,
+                    1.0,
+                    self.model_version,
+                    self.instance_type,
+                    self.initial_instance_count,
+                    self.scaling,
+                )
+            ]
+        return [
+            VariantPlan(
+                variant.name,
+                variant.weight,
+                variant.model_version or self.model_version,
+                variant.instance_type or self.instance_type,
+                variant.initial_instance_count or self.initial_instance_count,
+                variant.scaling if "scaling" in variant.model_fields_set else self.scaling,
+            )
+            for variant in self.variants
+        ]
+
+    def shadow_variant(self) -> VariantPlan | None:
+        """The shadow variant; its weight relative to the one production variant's (1) is the
+        fraction of calls SageMaker copies to it."""
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        production_weight = self.production_variants()[0].weight
+        return VariantPlan(
+            shadow.name,
+            production_weight * shadow.sampling_percentage / 100,
+            shadow.model_version or self.model_version,
+            shadow.instance_type or self.instance_type,
+            shadow.initial_instance_count,
+            None,
+        )
+
+    def deployed_versions(self) -> dict[str, ModelVersion]:
+        """Field path (within this section) -> version, for each field that picks a version."""
+        versions = {"model_version": self.model_version}
+        for index, variant in enumerate(self.variants or []):
+            if variant.model_version is not None:
+                versions[f"variants.{index}.model_version"] = variant.model_version
+        if self.shadow is not None and self.shadow.model_version is not None:
+            versions["shadow.model_version"] = self.shadow.model_version
+        return versions
+
     def cross_field_problems(self) -> list[tuple[str, str]]:
         components = self.inference_components
         if components is None:
-            return super().cross_field_problems()
+            return super().cross_field_problems() + self._experiment_problems()
         problems = []
+        for field in ("variants", "shadow"):
+            if getattr(self, field) is not None:
+                problems.append(
+                    (
+                        field,
+                        "must be null with inference_components: this project runs one model as one "
+                        "component on a single variant; SageMaker's shadow tests and weighted variants "
+                        "route between model-based variants",
+                    )
+                )
         if self.scaling is not None:
             problems.append(
                 (
@@ -129,3 +217,59 @@ class RealtimeConfig(_InstanceMode):
 class AsyncConfig(_InstanceMode):
     max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] = 4
     scaling: AsyncScaling | None = Field(default_factory=AsyncScaling)
+
+
+def _experiment_problems_of(config: RealtimeConfig) -> list[tuple[str, str]]:
+    problems = []
+    variants = config.variants
+    if variants is not None:
+        if not 1 <= len(variants) <= MAX_PRODUCTION_VARIANTS:
+            problems.append(
+                (
+                    "variants",
+                    f"must list 1 to {MAX_PRODUCTION_VARIANTS} variants (SageMaker's limit per endpoint), "
+                    f"or be null for one variant (got {len(variants)})",
+                )
+            )
+        names = [variant.name for variant in variants]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            problems.append(
+                ("variants", f"names must be unique (got {', '.join(duplicates)} more than once)")
+            )
+        if variants and sum(variant.weight for variant in variants) <= 0:
+            problems.append(
+                (
+                    "variants",
+                    "weights must give a positive total: SageMaker routes each call by weight / total "
+                    f"(got {', '.join(f'{v.name}={v.weight:g}' for v in variants)})",
+                )
+            )
+        for index, plan in enumerate(config.production_variants()):
+            if plan.scaling is not None and is_burstable(plan.instance_type):
+                problems.append(
+                    (
+                        f"variants.{index}.instance_type",
+                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable type or "
+                        f"set this variant's scaling to null (got {plan.instance_type!r})",
+                    )
+                )
+    shadow = config.shadow
+    if shadow is not None:
+        if variants is not None and len(variants) > 1:
+            problems.append(
+                (
+                    "shadow",
+                    "SageMaker allows a shadow variant only beside exactly one production variant: "
+                    f"remove shadow or keep one entry in variants (got {len(variants)} variants)",
+                )
+            )
+        production_names = [plan.name for plan in config.production_variants()]
+        if shadow.name in production_names:
+            problems.append(
+                (
+                    "shadow.name",
+                    f"must differ from the production variant names {production_names} (got {shadow.name!r})",
+                )
+            )
+    return problems
