@@ -63,6 +63,7 @@ class AsyncEndpoint(InferenceEndpoint):
             data_capture_config=None
             if config.data_capture is None
             else data_capture_config(store, store.ASYNC_CAPTURE_PREFIX, config.data_capture),
+            apply_on_update=[] if config.data_capture is None else ["DataCaptureConfig"],
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
                     max_concurrent_invocations_per_instance=config.max_concurrent_invocations_per_instance

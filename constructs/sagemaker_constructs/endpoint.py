@@ -55,7 +55,10 @@ class InferenceEndpoint(Construct):
         data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
         shadow_variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty] = (),
         execution_role_arn: str | None = None,
+        apply_on_update: Sequence[str] = (),
     ) -> None:
+        """`apply_on_update`: variant properties (`DesiredWeight`, `DataCaptureConfig`) an update
+        takes from the new config even though `autoscaled` retains the others (the instance count)."""
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
@@ -71,6 +74,12 @@ class InferenceEndpoint(Construct):
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
             # An update would otherwise reset an autoscaled instance count to the initial count.
             retain_all_variant_properties=True if autoscaled else None,
+            exclude_retained_variant_properties=[
+                sagemaker.CfnEndpoint.VariantPropertyProperty(variant_property_type=name)
+                for name in apply_on_update
+            ]
+            if autoscaled and apply_on_update
+            else None,
         )
         self.endpoint_name = self.endpoint.attr_endpoint_name
         self.endpoint_arn = self.endpoint.ref

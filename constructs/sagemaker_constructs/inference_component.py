@@ -61,7 +61,8 @@ class InferenceComponentEndpoint(InferenceEndpoint):
                     ),
                 )
             ],
-            autoscaled=False,
+            # Managed instance scaling owns the instance count: an endpoint update keeps it.
+            autoscaled=True,
             # An endpoint that hosts inference components needs a role of its own.
             execution_role_arn=role.role_arn,
         )

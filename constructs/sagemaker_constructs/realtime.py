@@ -65,6 +65,11 @@ class RealtimeEndpoint(InferenceEndpoint):
             autoscaled=any(plan.scaling is not None for plan in plans),
             data_capture_config=capture,
             shadow_variants=[] if shadow is None else [variant(shadow)],
+            # Retaining the autoscaled instance counts must not keep old weights or capture settings.
+            apply_on_update=[
+                *(["DesiredWeight"] if config.variants is not None or shadow is not None else []),
+                *(["DataCaptureConfig"] if capture is not None else []),
+            ],
         )
         # Per production variant; `scaling` is the default variant's (None in an A/B test).
         self.variant_scaling: dict[str, ScalableInstanceCount] = {}

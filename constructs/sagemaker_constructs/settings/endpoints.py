@@ -183,16 +183,6 @@ class RealtimeConfig(_InstanceMode):
         if components is None:
             return super().cross_field_problems() + self._experiment_problems()
         problems = []
-        for field in ("variants", "shadow"):
-            if getattr(self, field) is not None:
-                problems.append(
-                    (
-                        field,
-                        "must be null with inference_components: this project runs one model as one "
-                        "component on a single variant; SageMaker's shadow tests and weighted variants "
-                        "route between model-based variants",
-                    )
-                )
         if self.scaling is not None:
             problems.append(
                 (
@@ -203,6 +193,16 @@ class RealtimeConfig(_InstanceMode):
                     "instance count of a variant that hosts inference components",
                 )
             )
+        for field in ("variants", "shadow"):
+            if getattr(self, field) is not None:
+                problems.append(
+                    (
+                        field,
+                        "must be null with inference_components: this project runs one model as one "
+                        "component on a single variant; SageMaker's shadow tests and weighted variants "
+                        "route between model-based variants",
+                    )
+                )
         if self.data_capture is not None:
             problems.append(
                 (
