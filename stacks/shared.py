@@ -31,6 +31,14 @@ class SharedModelStack(Stack):
         if config.async_.enabled:
             read_prefixes.append(store.ASYNC_INPUT_PREFIX)
             write_prefixes += [store.ASYNC_OUTPUT_PREFIX, store.ASYNC_FAILURE_PREFIX]
+            expiry = config.async_.expire_after_days
+            for prefix, days in (
+                (store.ASYNC_INPUT_PREFIX, expiry.input),
+                (store.ASYNC_OUTPUT_PREFIX, expiry.output),
+                (store.ASYNC_FAILURE_PREFIX, expiry.failure),
+            ):
+                if days is not None:
+                    store.expire_objects_under(prefix, days)
         if config.batch.enabled:
             read_prefixes.append(store.BATCH_INPUT_PREFIX)
             write_prefixes.append(store.BATCH_OUTPUT_PREFIX)
@@ -41,7 +49,7 @@ class SharedModelStack(Stack):
             # SageMaker writes data capture with the endpoint's execution role.
             if mode.enabled and mode.data_capture is not None:
                 write_prefixes.append(prefix)
-                store.expire_under(prefix, days=mode.data_capture.expiry_days)
+                store.expire_objects_under(prefix, mode.data_capture.expiry_days)
         self.execution_role = SageMakerExecutionRole(
             self,
             "ExecutionRole",

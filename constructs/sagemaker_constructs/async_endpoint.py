@@ -31,8 +31,10 @@ class AsyncEndpoint(InferenceEndpoint):
         config: AsyncConfig,
         store: ArtifactStore,
         role: iam.IRole,
+        name_prefix: str | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, name_prefix=name_prefix)
+        self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -57,6 +59,10 @@ class AsyncEndpoint(InferenceEndpoint):
                     instance_type=config.instance_type,
                     initial_instance_count=config.initial_instance_count,
                     inference_ami_version=config.inference_ami_version,
+                    container_startup_health_check_timeout_seconds=(
+                        config.container_startup_health_check_timeout_seconds
+                    ),
+                    model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
                 )
             ],
             autoscaled=config.scaling is not None,
@@ -89,6 +95,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 backlog_per_instance=config.scaling.target_backlog_per_instance,
                 scale_in_cooldown=Duration.seconds(config.scaling.scale_in_cooldown_seconds),
                 scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
+                cold_start=Duration.seconds(config.scaling.cold_start_seconds),
             )
 
     def auto_scale_instance_count(

@@ -1,19 +1,45 @@
 """What every SageMaker endpoint construct shares: one variant, config + endpoint, invoke grant."""
 
+import hashlib
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from .instance_types import is_gpu
+from .instance_types import INSTANCE_TYPE_PATTERN, is_gpu
 from .packaged_model import PackagedModel
 from .scaling import ScalableVariantAttribute
+from .settings.experiments import DEFAULT_VARIANT_NAME
 
 ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
 
-from .settings.experiments import DEFAULT_VARIANT_NAME as VARIANT_NAME
+# Stable across updates: blue/green deployments need the same variant name in the old and the new
+# endpoint config, and scaling targets and metrics keep pointing at the same variant.
+VARIANT_NAME = DEFAULT_VARIANT_NAME
+MAX_ENDPOINT_NAME_LENGTH = 63
+
+
+def endpoint_name(prefix: str, instance_type: str | None = None) -> str:
+    """`<prefix>[-<family>-<size>]`, e.g. `Detectron2-Realtime-g5-xlarge`, at most 63 characters.
+
+    An autoscaled variant's endpoint carries its instance type in its name: SageMaker refuses to
+    change the instance type of a variant registered with Application Auto Scaling, so a new type
+    means a new endpoint (CloudFormation creates it, moves the scalable target, then deletes the old
+    one). Too long a name keeps its start and ends in a hash of the whole.
+    """
+    name = prefix
+    if instance_type is not None:
+        family, size = INSTANCE_TYPE_PATTERN.match(instance_type).groups()
+        name = f"{prefix}-{family}-{size}"
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-")
+    if len(name) > MAX_ENDPOINT_NAME_LENGTH:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_ENDPOINT_NAME_LENGTH - 9].rstrip('-')}-{digest}"
+    return name
 
 
 def instance_variant(
@@ -22,29 +48,46 @@ def instance_variant(
     instance_type: str,
     initial_instance_count: int,
     inference_ami_version: str,
+    container_startup_health_check_timeout_seconds: int | None = None,
+    model_data_download_timeout_seconds: int | None = None,
     variant_name: str = VARIANT_NAME,
-    weight: float = 1,
+    initial_variant_weight: float = 1,
 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
     return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
         variant_name=variant_name,
         model_name=model.model_name,
         instance_type=instance_type,
         initial_instance_count=initial_instance_count,
-        initial_variant_weight=weight,
+        initial_variant_weight=initial_variant_weight,
         # The GPU image needs a newer NVIDIA driver than the default AMI's; CPU variants take the default.
         inference_ami_version=inference_ami_version if is_gpu(instance_type) else None,
+        container_startup_health_check_timeout_in_seconds=container_startup_health_check_timeout_seconds,
+        model_data_download_timeout_in_seconds=model_data_download_timeout_seconds,
     )
 
 
 class InferenceEndpoint(Construct):
-    """Base: subclasses build their variant, then call `_create_endpoint`.
+    """Base: subclasses pick the endpoint's name (`_name_endpoint`), build their variant, then call
+    `_create_endpoint`.
 
-    Neither the endpoint config nor the endpoint gets a physical name: configs are immutable, so
-    every change replaces the config, which CloudFormation can only do under a generated name.
+    The endpoint config has no physical name: configs are immutable, so every change replaces the
+    config, which CloudFormation can only do under a generated name. The endpoint has one
+    (`endpoint_name()`, from `name_prefix`, by default the stack name): its rollback alarms watch
+    metrics by endpoint name while the endpoint names the alarms, which a generated name would turn
+    into a dependency cycle. Its name changes exactly when it must be replaced (see `endpoint_name`).
     No volume KmsKeyId: the GPU instances' NVMe instance storage rejects it (AWS encrypts it).
     """
 
     variant_name = VARIANT_NAME
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str | None = None) -> None:
+        super().__init__(scope, construct_id)
+        self.name_prefix = name_prefix or Stack.of(self).stack_name
+
+    def _name_endpoint(self, *, instance_type: str | None, autoscaled: bool) -> str:
+        """Fix the endpoint's name before anything (alarms, rollout) refers to it."""
+        self.endpoint_name = endpoint_name(self.name_prefix, instance_type if autoscaled else None)
+        return self.endpoint_name
 
     def _create_endpoint(
         self,
@@ -52,6 +95,7 @@ class InferenceEndpoint(Construct):
         *,
         autoscaled: bool,
         async_inference_config: sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None = None,
+        deployment_config: sagemaker.CfnEndpoint.DeploymentConfigProperty | None = None,
         data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
         shadow_variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty] = (),
         execution_role_arn: str | None = None,
@@ -71,7 +115,9 @@ class InferenceEndpoint(Construct):
         self.endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
+            endpoint_name=self.endpoint_name,
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=deployment_config,
             # An update would otherwise reset an autoscaled instance count to the initial count.
             retain_all_variant_properties=True if autoscaled else None,
             exclude_retained_variant_properties=[
@@ -81,7 +127,6 @@ class InferenceEndpoint(Construct):
             if autoscaled and apply_on_update
             else None,
         )
-        self.endpoint_name = self.endpoint.attr_endpoint_name
         self.endpoint_arn = self.endpoint.ref
 
     def _auto_scale(
@@ -96,7 +141,8 @@ class InferenceEndpoint(Construct):
         return attribute(
             self,
             construct_id,
-            endpoint_name=self.endpoint_name,
+            # The endpoint's attribute (same value as `endpoint_name`): registering waits for the endpoint.
+            endpoint_name=self.endpoint.attr_endpoint_name,
             variant_name=variant_name or self.variant_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,

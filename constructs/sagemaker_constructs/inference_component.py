@@ -42,6 +42,9 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         components = config.inference_components
         if components is None:
             raise ValueError("config.inference_components must be set for an inference-component endpoint")
+        # Copies, not the variant, are registered with Application Auto Scaling: the name need not
+        # change with the instance type.
+        self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
@@ -74,14 +77,17 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         self.component = sagemaker.CfnInferenceComponent(
             self,
             "Component",
-            endpoint_name=self.endpoint_name,
+            # The attribute, not the fixed name: the component waits for the endpoint.
+            endpoint_name=self.endpoint.attr_endpoint_name,
             variant_name=VARIANT_NAME,
             specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
                 model_name=model.model_name,
                 compute_resource_requirements=resources,
                 startup_parameters=sagemaker.CfnInferenceComponent.InferenceComponentStartupParametersProperty(
-                    container_startup_health_check_timeout_in_seconds=components.startup_timeout_seconds,
-                    model_data_download_timeout_in_seconds=components.startup_timeout_seconds,
+                    container_startup_health_check_timeout_in_seconds=(
+                        config.container_startup_health_check_timeout_seconds
+                    ),
+                    model_data_download_timeout_in_seconds=config.model_data_download_timeout_seconds,
                 ),
             ),
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(

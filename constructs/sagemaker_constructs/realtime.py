@@ -4,13 +4,14 @@ Optionally an experiment: weighted production variants (A/B), each with its own 
 and autoscaling, or one production variant with a shadow variant; and data capture.
 """
 
+import hashlib
 from collections.abc import Mapping
 
 from aws_cdk import Duration
 from constructs import Construct
 
 from .data_capture import data_capture_config
-from .endpoint import VARIANT_NAME, InferenceEndpoint, instance_variant
+from .endpoint import VARIANT_NAME, InferenceEndpoint, endpoint_name, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableInstanceCount
 from .settings import RealtimeConfig, RealtimeScaling, VariantPlan
@@ -34,8 +35,9 @@ class RealtimeEndpoint(InferenceEndpoint):
         config: RealtimeConfig,
         models: Mapping[str, PackagedModel] | None = None,
         store: ArtifactStore | None = None,
+        name_prefix: str | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, name_prefix=name_prefix)
         models = dict(models or {})
         capture = None
         if config.data_capture is not None:
@@ -52,14 +54,19 @@ class RealtimeEndpoint(InferenceEndpoint):
                 instance_type=plan.instance_type,
                 initial_instance_count=plan.initial_instance_count,
                 inference_ami_version=config.inference_ami_version,
+                container_startup_health_check_timeout_seconds=(
+                    config.container_startup_health_check_timeout_seconds
+                ),
+                model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
                 variant_name=plan.name,
-                weight=plan.weight,
+                initial_variant_weight=plan.weight,
             )
 
         plans = config.production_variants()
         shadow = config.shadow_variant()
         self.variant_names = [plan.name for plan in plans]
         self.shadow_variant_name = None if shadow is None else shadow.name
+        self._name_experiment_endpoint(plans)
         self._create_endpoint(
             [variant(plan) for plan in plans],
             autoscaled=any(plan.scaling is not None for plan in plans),
@@ -77,6 +84,16 @@ class RealtimeEndpoint(InferenceEndpoint):
             if plan.scaling is not None:
                 self.variant_scaling[plan.name] = self._scale_variant(plan.name, plan.scaling)
         self.scaling: ScalableInstanceCount | None = self.variant_scaling.get(VARIANT_NAME)
+
+    def _name_experiment_endpoint(self, plans: list[VariantPlan]) -> None:
+        """One variant: `endpoint_name`'s rule. Several: the name ends in a hash of each autoscaled
+        variant's instance type, so changing any of them makes a new endpoint, as it must."""
+        autoscaled = [f"{plan.name}={plan.instance_type}" for plan in plans if plan.scaling is not None]
+        if len(plans) == 1 or not autoscaled:
+            self._name_endpoint(instance_type=plans[0].instance_type, autoscaled=bool(autoscaled))
+            return
+        digest = hashlib.sha256(",".join(autoscaled).encode()).hexdigest()[:8]
+        self.endpoint_name = endpoint_name(f"{self.name_prefix}-{digest}")
 
     def _scale_variant(self, variant_name: str, scaling: RealtimeScaling) -> ScalableInstanceCount:
         scalable = self.auto_scale_instance_count(

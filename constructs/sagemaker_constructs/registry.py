@@ -1,6 +1,6 @@
 """The model registry: a model package group and the registered version every mode deploys."""
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct, IConstruct
@@ -24,9 +24,12 @@ SUPPORTED_RESPONSE_MIME_TYPES = ["application/json"]
 class ModelRegistry(Construct):
     """Model package group + one version: GPU image as primary specification, CPU image as `cpu`.
 
-    A new image or model replaces the version (new ARN). Other stacks therefore read the ARN from
-    an SSM parameter that CloudFormation resolves at every deploy (and the CDK CLI never skips a
-    stack with such a parameter) instead of a stack export, which cannot change while in use.
+    A new image or model replaces the version (`InferenceSpecification` is create-only): the group
+    gains the next version number. Every version, and the group, is retained, on replacement and on
+    stack deletion, so the group keeps its history (1, 2, 3, …) and any approved version can be
+    deployed by pinning it. Other stacks read the current version's ARN from an SSM parameter that
+    CloudFormation resolves at every deploy (and the CDK CLI never skips a stack with such a
+    parameter) instead of a stack export, which cannot change while in use.
     """
 
     CPU_SPECIFICATION = "cpu"
@@ -83,6 +86,10 @@ class ModelRegistry(Construct):
             ],
         )
         self.package.add_resource_dependency(self.group)
+        # RETAIN sets both DeletionPolicy and UpdateReplacePolicy: a replaced version stays registered.
+        # The group holds the versions, and SageMaker cannot delete a group that still has some.
+        for resource in (self.group, self.package):
+            resource.apply_removal_policy(RemovalPolicy.RETAIN)
         self.package_arn = self.package.attr_model_package_arn
         self.package_arn_parameter_name = package_arn_parameter_name
         ssm.StringParameter(

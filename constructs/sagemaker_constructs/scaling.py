@@ -107,12 +107,19 @@ class ScalableAsyncInstanceCount(ScalableVariantAttribute):
         )
 
     def scale_on_backlog(
-        self, *, backlog_per_instance: int, scale_in_cooldown: Duration, scale_out_cooldown: Duration
+        self,
+        *,
+        backlog_per_instance: int,
+        scale_in_cooldown: Duration,
+        scale_out_cooldown: Duration,
+        cold_start: Duration,
     ) -> BacklogScaling:
         """Track ApproximateBacklogSizePerInstance, plus a step out of zero.
 
         Target tracking alone never leaves zero instances (its metric divides by the instance
-        count), so a HasBacklogWithoutCapacity alarm drives a +1 step policy.
+        count), so a HasBacklogWithoutCapacity alarm drives a +1 step policy. Its cooldown is the
+        larger of `scale_out_cooldown` and `cold_start`: the alarm stays in ALARM until the first
+        instance serves, and a shorter cooldown would add another instance for the same backlog.
         """
         tracking = self.target.scale_to_track_metric(
             "BacklogPerInstance",
@@ -127,7 +134,7 @@ class ScalableAsyncInstanceCount(ScalableVariantAttribute):
             scaling_target=self.target,
             adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
             metric_aggregation_type=appscaling.MetricAggregationType.AVERAGE,
-            cooldown=scale_out_cooldown,
+            cooldown=Duration.seconds(max(scale_out_cooldown.to_seconds(), cold_start.to_seconds())),
         )
         scale_out_from_zero.add_adjustment(adjustment=1, lower_bound=0)
         alarm = cloudwatch.Alarm(

@@ -11,9 +11,17 @@ from .settings import ServerlessConfig
 
 class ServerlessEndpoint(InferenceEndpoint):
     def __init__(
-        self, scope: Construct, construct_id: str, *, model: PackagedModel, config: ServerlessConfig
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model: PackagedModel,
+        config: ServerlessConfig,
+        name_prefix: str | None = None,
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, name_prefix=name_prefix)
+        # Provisioned-concurrency scaling never blocks an update: there is no instance type to change.
+        self._name_endpoint(instance_type=None, autoscaled=False)
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(

@@ -73,14 +73,10 @@ class ArtifactStore(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-    def expire_under(self, prefix: str, *, days: int) -> None:
-        """Delete objects under `prefix` `days` after they are written (their old versions a day later)."""
-        self.bucket.add_lifecycle_rule(
-            id=f"expire-{prefix.replace('/', '-')}",
-            prefix=f"{prefix}/",
-            expiration=Duration.days(days),
-            noncurrent_version_expiration=Duration.days(1),
-        )
+    def expire_objects_under(self, prefix: str, days: int) -> None:
+        """Expire the objects under `prefix` `days` after they were written (versioning keeps the
+        previous version for the bucket's noncurrent-version period)."""
+        self.bucket.add_lifecycle_rule(prefix=f"{prefix}/", expiration=Duration.days(days))
 
     def objects_under(self, prefix: str) -> str:
         """ARN pattern of every object under `prefix`."""

@@ -1,4 +1,4 @@
-"""container/bin/serve: CUDA forward-compatibility libraries are used only on an older host driver."""
+"""container/bin/serve: CUDA forward-compatibility libraries are used only on an older driver branch."""
 
 import os
 import subprocess
@@ -50,16 +50,20 @@ def run_serve(
     return report
 
 
+# Drivers of al2-ami-sagemaker-inference-gpu-3-1 (550) and -gpu-2-1 (535), which still run the image.
+@pytest.mark.parametrize("host_driver", ["550.127.05", "535.216.03"])
 @pytest.mark.parametrize("open_module", [False, True])
-def test_an_older_host_driver_gets_the_compat_libraries_first(tmp_path, open_module):
-    report = run_serve(tmp_path, host_driver="550.127.05", open_module=open_module)
+def test_an_older_driver_branch_gets_the_compat_libraries_first(tmp_path, open_module, host_driver):
+    report = run_serve(tmp_path, host_driver=host_driver, open_module=open_module)
 
     assert report["LD_LIBRARY_PATH"] == f"{report['compat_dir']}:/usr/local/nvidia/lib64"
     assert report["ARGS"] == "-m inference_server serve"
 
 
-@pytest.mark.parametrize("host_driver", [COMPAT_DRIVER, "580.105.08", "590.44.01"])
-def test_a_host_driver_as_new_as_the_compat_libraries_is_left_alone(tmp_path, host_driver):
+# 580.65.06: an al2023-ami-sagemaker-inference-gpu-4-1 driver older than the compat libraries but of
+# their branch, which runs CUDA 13 natively.
+@pytest.mark.parametrize("host_driver", ["580.65.06", COMPAT_DRIVER, "580.105.08", "590.44.01"])
+def test_a_host_driver_of_the_compat_libraries_branch_or_newer_is_left_alone(tmp_path, host_driver):
     assert run_serve(tmp_path, host_driver=host_driver)["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
 
 

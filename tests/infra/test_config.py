@@ -299,6 +299,62 @@ def test_gpu_ami_version_names_the_allowed_values(tmp_path):
     problem(
         tmp_path,
         {"realtime": {"inference_ami_version": "al2-ami-sagemaker-inference-gpu-2"}},
-        "realtime.inference_ami_version: Input should be 'al2-ami-sagemaker-inference-gpu-3-1' or "
-        "'al2-ami-sagemaker-inference-gpu-2-1' (got 'al2-ami-sagemaker-inference-gpu-2')",
+        "realtime.inference_ami_version: Input should be 'al2023-ami-sagemaker-inference-gpu-4-1', "
+        "'al2-ami-sagemaker-inference-gpu-3-1' or 'al2-ami-sagemaker-inference-gpu-2-1' "
+        "(got 'al2-ami-sagemaker-inference-gpu-2')",
+    )
+
+
+def test_the_older_gpu_amis_stay_selectable(tmp_path):
+    config = load(tmp_path, {"async": {"inference_ami_version": "al2-ami-sagemaker-inference-gpu-2-1"}})
+
+    assert config.async_.inference_ami_version == "al2-ami-sagemaker-inference-gpu-2-1"
+    assert config.realtime.inference_ami_version == "al2023-ami-sagemaker-inference-gpu-4-1"
+
+
+@pytest.mark.parametrize(
+    "instance_type", ["ml.c7g.xlarge", "ml.m7g.large", "ml.r7g.2xlarge", "ml.g5g.xlarge"]
+)
+def test_graviton_instance_types_are_rejected_naming_the_field(tmp_path, instance_type):
+    problem(
+        tmp_path,
+        {"async": {"instance_type": instance_type}},
+        "async.instance_type: must be an x86_64 instance type: Graviton (e.g. ml.c7g, ml.m7g, ml.r7g, "
+        "ml.g5g) and Grace (e.g. ml.p6e-gb200) hosts are arm64 and the images are built for amd64 "
+        f"(got {instance_type!r})",
+    )
+
+
+def test_grace_instance_types_are_rejected_naming_the_field(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"batch.instance_type: must be an x86_64 instance type: .*ml.p6e-gb200"
+    ):
+        load(tmp_path, {"batch": {"instance_type": "ml.p6e-gb200.36xlarge"}})
+
+
+@pytest.mark.parametrize("seconds", [59, 3601])
+def test_async_cold_start_range(tmp_path, seconds):
+    problem(
+        tmp_path,
+        {"async": {"scaling": {"cold_start_seconds": seconds}}},
+        f"async.scaling.cold_start_seconds: must be between 60 and 3600 (got {seconds})",
+    )
+
+
+@pytest.mark.parametrize(
+    "field", ["container_startup_health_check_timeout_seconds", "model_data_download_timeout_seconds"]
+)
+def test_instance_variant_timeouts_range(tmp_path, field):
+    problem(tmp_path, {"realtime": {field: 30}}, f"realtime.{field}: must be between 60 and 3600 (got 30)")
+
+
+def test_async_object_expiry_days(tmp_path):
+    config = load(tmp_path, {"async": {"expire_after_days": {"input": 1, "output": None}}})
+
+    assert (config.async_.expire_after_days.input, config.async_.expire_after_days.output) == (1, None)
+    assert config.async_.expire_after_days.failure == 30
+    problem(
+        tmp_path,
+        {"async": {"expire_after_days": {"failure": 0}}},
+        "async.expire_after_days.failure: must be between 1 and 3650 (got 0)",
     )

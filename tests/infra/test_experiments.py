@@ -7,7 +7,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 from cfnlint.api import ManualArgs, lint_by_config
-from sagemaker_constructs.settings import AppConfig
+from sagemaker_constructs.settings import AppConfig, RealtimeConfig
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from stacks import build_stacks
@@ -16,6 +16,8 @@ from .cfn import as_list, flatten, logical_id
 from .conftest import REPO_ROOT, synthesize
 from .test_checks import acknowledgements
 from .test_snapshots import redact_image_hashes
+
+GPU_AMI = RealtimeConfig().inference_ami_version
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +67,7 @@ def test_ab_test_has_two_weighted_production_variants_and_no_shadow(ab):
         for v in config["ProductionVariants"]
     ] == [("Champion", 0.9, "ml.g5.xlarge", 1), ("Challenger", 0.1, "ml.g4dn.xlarge", 1)]
     assert "ShadowProductionVariants" not in config
-    assert all(
-        v["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
-        for v in config["ProductionVariants"]
-    )
+    assert all(v["InferenceAmiVersion"] == GPU_AMI for v in config["ProductionVariants"])
 
 
 def test_each_variant_deploys_its_own_model(ab):
@@ -160,6 +159,22 @@ def test_a_pinned_variant_deploys_that_version_and_the_other_follows_the_current
     assert packages["B"].startswith("<SsmParameterValue")
 
 
+def ab_endpoint_name(challenger: dict) -> str:
+    _, stacks = app_template(
+        {"realtime": {"variants": [{"name": "A", "weight": 1}, {"name": "B", **challenger}]}}, "realtime"
+    )
+    return stacks.modes["realtime"].endpoint.endpoint_name
+
+
+def test_a_new_instance_type_of_an_autoscaled_variant_is_a_new_endpoint_a_new_weight_is_not():
+    # SageMaker refuses to change the instance type of an autoscaled variant in place.
+    base = ab_endpoint_name({"weight": 1, "instance_type": "ml.g5.xlarge"})
+
+    assert base.startswith("Detectron2-Realtime-") and len(base) == len("Detectron2-Realtime-") + 8
+    assert ab_endpoint_name({"weight": 3, "instance_type": "ml.g5.xlarge"}) == base
+    assert ab_endpoint_name({"weight": 1, "instance_type": "ml.g5.2xlarge"}) != base
+
+
 # --- shadow ------------------------------------------------------------------------------------
 
 
@@ -242,13 +257,7 @@ def test_captured_objects_expire_after_the_configured_days(ab):
 
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     (capture,) = [r for r in rules if r.get("Prefix") == "capture/realtime/"]
-    assert capture == {
-        "Id": "expire-capture-realtime",
-        "Prefix": "capture/realtime/",
-        "ExpirationInDays": 30,
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-        "Status": "Enabled",
-    }
+    assert capture == {"Prefix": "capture/realtime/", "ExpirationInDays": 30, "Status": "Enabled"}
 
 
 def test_async_data_capture_goes_under_its_own_prefix():
@@ -270,13 +279,7 @@ def test_async_data_capture_goes_under_its_own_prefix():
         {"VariantPropertyType": "DataCaptureConfig"}
     ]
     assert [r for r in rules if r.get("Prefix") == "capture/async/"] == [
-        {
-            "Id": "expire-capture-async",
-            "Prefix": "capture/async/",
-            "ExpirationInDays": 7,
-            "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-            "Status": "Enabled",
-        }
+        {"Prefix": "capture/async/", "ExpirationInDays": 7, "Status": "Enabled"}
     ]
 
 

@@ -15,6 +15,8 @@ from .test_constructs import caller_statements, model_named
 from .test_snapshots import redact_image_hashes
 from .test_templates import SERVICE_LINKED_ROLE
 
+GPU_AMI = RealtimeConfig().inference_ami_version
+
 
 @pytest.fixture(scope="module")
 def s2z(tmp_path_factory):
@@ -51,7 +53,7 @@ def test_endpoint_config_variant_has_managed_instance_scaling_to_zero_routing_an
         "VariantName": "AllTraffic",
         "InstanceType": "ml.g5.xlarge",
         "InitialInstanceCount": 1,
-        "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1",
+        "InferenceAmiVersion": GPU_AMI,
         "ManagedInstanceScaling": {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2},
         "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
     }
@@ -87,8 +89,8 @@ def test_component_runs_the_registered_model_with_the_configured_compute(s2z, en
                 "MinMemoryRequiredInMb": 8192,
             },
             "StartupParameters": {
-                "ContainerStartupHealthCheckTimeoutInSeconds": 600,
-                "ModelDataDownloadTimeoutInSeconds": 600,
+                "ContainerStartupHealthCheckTimeoutInSeconds": 900,
+                "ModelDataDownloadTimeoutInSeconds": 900,
             },
         },
         "RuntimeConfig": {"CopyCount": 1},
@@ -187,7 +189,7 @@ def test_stack_outputs_the_component_and_endpoint_names(s2z, endpoint):
     outputs = s2z.template("realtime")["Outputs"]
 
     assert flatten(outputs["InferenceComponentName"]["Value"]) == component_name(endpoint)
-    assert outputs["EndpointName"]["Value"] == {"Fn::GetAtt": [logical_id(endpoint.endpoint), "EndpointName"]}
+    assert outputs["EndpointName"]["Value"] == "Detectron2ScaleToZero-Realtime" == endpoint.endpoint_name
 
 
 def test_the_execution_role_gets_no_capture_prefix_without_data_capture(s2z):

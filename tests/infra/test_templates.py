@@ -84,6 +84,16 @@ def test_artifacts_bucket_is_kms_encrypted_versioned_private_ssl_only_and_logged
     assert denies_insecure_transport(bucket_policy_of(synth, bucket_id))
 
 
+def test_async_requests_results_and_failures_expire_after_the_configured_days(synth):
+    bucket_id = logical_id(synth.stacks.shared.store.bucket)
+    rules = synth.resources("shared", "AWS::S3::Bucket")[bucket_id]["Properties"]["LifecycleConfiguration"]
+
+    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules["Rules"] if "Prefix" in r}
+
+    assert expiring == {"async/input/": 7, "async/output/": 30, "async/failure/": 30}
+    assert all(r["Status"] == "Enabled" for r in rules["Rules"])
+
+
 def test_access_log_bucket_is_encrypted_private_and_ssl_only(synth):
     log_bucket_id = logical_id(synth.stacks.shared.store.access_log_bucket)
     properties = synth.resources("shared", "AWS::S3::Bucket")[log_bucket_id]["Properties"]
@@ -137,6 +147,16 @@ def test_model_package_registers_gpu_primary_and_cpu_additional_specification(sy
         assert [c["ModelDataUrl"] for c in specification["Containers"]] == [PLACEHOLDER_MODEL_DATA]
         assert specification["SupportedContentTypes"] == SUPPORTED_CONTENT_TYPES
         assert specification["SupportedResponseMIMETypes"] == ["application/json"]
+
+
+@pytest.mark.parametrize(
+    "resource_type", ["AWS::SageMaker::ModelPackage", "AWS::SageMaker::ModelPackageGroup"]
+)
+def test_registered_versions_and_their_group_survive_replacement_and_stack_deletion(synth, resource_type):
+    # A new image or model replaces the version; the old one must stay registered (history, rollback).
+    _, resource = synth.only("shared", resource_type)
+
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
 
 def test_model_package_arn_is_published_for_the_mode_stacks(synth):
@@ -268,7 +288,6 @@ def test_no_physical_names_that_would_block_replacement(synth, key):
     name_properties = {
         "AWS::SageMaker::Model": "ModelName",
         "AWS::SageMaker::EndpointConfig": "EndpointConfigName",
-        "AWS::SageMaker::Endpoint": "EndpointName",
         "AWS::SNS::Topic": "TopicName",
         "AWS::CloudWatch::Alarm": "AlarmName",
         "AWS::S3::Bucket": "BucketName",
@@ -282,6 +301,23 @@ def test_no_physical_names_that_would_block_replacement(synth, key):
     ]
 
     assert named == []
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("realtime", "Detectron2-Realtime-g5-xlarge"),
+        ("async", "Detectron2-Async-g5-xlarge"),
+        ("serverless", "Detectron2-Serverless"),
+    ],
+)
+def test_endpoints_are_named_after_their_stack_and_an_autoscaled_variants_instance_type(synth, key, name):
+    # EndpointName is the only property whose change replaces an endpoint, so the name changes
+    # exactly when a new endpoint is needed (an autoscaled variant's new instance type).
+    _, endpoint = synth.only(key, "AWS::SageMaker::Endpoint")
+
+    assert endpoint["Properties"]["EndpointName"] == name
+    assert synth.template(key)["Outputs"]["EndpointName"]["Value"] == name
 
 
 # --- mode stacks: the model ------------------------------------------------------------------
@@ -339,10 +375,12 @@ def test_realtime_endpoint_runs_the_configured_gpu_variant(synth):
         {
             "InitialInstanceCount": 1,
             "InitialVariantWeight": 1,
-            "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1",
+            "InferenceAmiVersion": "al2023-ami-sagemaker-inference-gpu-4-1",
             "InstanceType": "ml.g5.xlarge",
             "ModelName": {"Fn::GetAtt": [model_id, "ModelName"]},
             "VariantName": "AllTraffic",
+            "ContainerStartupHealthCheckTimeoutInSeconds": 900,
+            "ModelDataDownloadTimeoutInSeconds": 900,
         }
     ]
     assert "AsyncInferenceConfig" not in config["Properties"]
@@ -459,7 +497,8 @@ def test_async_steps_out_of_zero_on_the_has_backlog_without_capacity_alarm(synth
 
     assert policies["StepScaling"]["StepScalingPolicyConfiguration"] == {
         "AdjustmentType": "ChangeInCapacity",
-        "Cooldown": 60,
+        # async.scaling.cold_start_seconds: no second instance while the first one is still starting.
+        "Cooldown": 600,
         "MetricAggregationType": "Average",
         "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
     }
@@ -534,4 +573,5 @@ def test_gpu_variants_run_on_an_ami_whose_driver_runs_the_cuda_13_image(synth, m
     _, config = synth.only(mode, "AWS::SageMaker::EndpointConfig")
 
     (variant,) = config["Properties"]["ProductionVariants"]
-    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
+    # NVIDIA driver 580: CUDA 13 without the forward-compatibility libraries.
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"

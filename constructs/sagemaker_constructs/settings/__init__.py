@@ -22,7 +22,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
 from .capture import DataCaptureConfig
-from .endpoints import AsyncConfig, AsyncScaling, RealtimeConfig, RealtimeScaling, VariantConfig
+from .endpoints import (
+    AsyncConfig,
+    AsyncObjectExpiry,
+    AsyncScaling,
+    RealtimeConfig,
+    RealtimeScaling,
+    VariantConfig,
+)
 from .experiments import ShadowConfig, VariantPlan
 from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
@@ -140,6 +147,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 __all__ = [
     "AppConfig",
     "AsyncConfig",
+    "AsyncObjectExpiry",
     "AsyncScaling",
     "BatchConfig",
     "CopyScaling",

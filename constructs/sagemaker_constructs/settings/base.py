@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from ..instance_types import INSTANCE_TYPE_PATTERN, is_neuron, is_pre_turing_gpu
+from ..instance_types import INSTANCE_TYPE_PATTERN, is_arm, is_neuron, is_pre_turing_gpu
 
 
 class ConfigError(ValueError):
@@ -62,6 +62,11 @@ def _instance_type(value: str) -> str:
         raise ValueError(
             "must be a GPU (ml.g*, ml.p*) or CPU instance type: Inferentia/Trainium need a Neuron "
             f"build this project does not ship (got {value!r})"
+        )
+    if is_arm(value):
+        raise ValueError(
+            "must be an x86_64 instance type: Graviton (e.g. ml.c7g, ml.m7g, ml.r7g, ml.g5g) and Grace "
+            f"(e.g. ml.p6e-gb200) hosts are arm64 and the images are built for amd64 (got {value!r})"
         )
     if is_pre_turing_gpu(value):
         raise ValueError(

@@ -79,6 +79,17 @@ class AsyncScaling(_Scaling):
     min_capacity: Annotated[int, between(0, 100)] = 0
     max_capacity: Annotated[int, between(1, 100)] = 2
     target_backlog_per_instance: Annotated[int, between(1, 1000)] = 5
+    # How long a new instance takes to serve (GPU host, image pull, model load): the cooldown of the
+    # step out of zero, so one backlog that outlasts a start does not add a second instance.
+    cold_start_seconds: Annotated[int, between(60, 3600)] = 600
+
+
+class AsyncObjectExpiry(Section):
+    """Days after which S3 expires async requests, results and failures (null: keep them)."""
+
+    input: Annotated[int, between(1, 3650)] | None = 7
+    output: Annotated[int, between(1, 3650)] | None = 30
+    failure: Annotated[int, between(1, 3650)] | None = 30
 
 
 class _InstanceMode(Section):
@@ -87,10 +98,16 @@ class _InstanceMode(Section):
     instance_type: InstanceType = "ml.g5.xlarge"
     initial_instance_count: Annotated[int, between(1, 100)] = 1
     # GPU variants only. The default AMI of ml.g4dn/g5/p4d has NVIDIA driver 470, too old for the
-    # CUDA 13 image even with its forward-compatibility libraries; these AMIs have driver 535/550.
+    # CUDA 13 image even with its forward-compatibility libraries. al2023 ...-gpu-4-1 has driver 580,
+    # which runs CUDA 13 natively; the al2 AMIs (550, 535) run it through those libraries (bin/serve).
     inference_ami_version: Literal[
-        "al2-ami-sagemaker-inference-gpu-3-1", "al2-ami-sagemaker-inference-gpu-2-1"
-    ] = "al2-ami-sagemaker-inference-gpu-3-1"
+        "al2023-ami-sagemaker-inference-gpu-4-1",
+        "al2-ami-sagemaker-inference-gpu-3-1",
+        "al2-ami-sagemaker-inference-gpu-2-1",
+    ] = "al2023-ami-sagemaker-inference-gpu-4-1"
+    # Sized for the multi-GB CUDA image and model: pull, extract, load and warm up take minutes.
+    container_startup_health_check_timeout_seconds: Annotated[int, between(60, 3600)] = 900
+    model_data_download_timeout_seconds: Annotated[int, between(60, 3600)] = 900
 
     data_capture: DataCaptureConfig | None = None
 
@@ -216,6 +233,7 @@ class RealtimeConfig(_InstanceMode):
 
 class AsyncConfig(_InstanceMode):
     max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] = 4
+    expire_after_days: AsyncObjectExpiry = Field(default_factory=AsyncObjectExpiry)
     scaling: AsyncScaling | None = Field(default_factory=AsyncScaling)
 
 

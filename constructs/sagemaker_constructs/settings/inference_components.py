@@ -45,8 +45,8 @@ class InferenceComponentsConfig(Section):
     accelerators: Annotated[int, between(0, 8)] = 1
     cpu_cores: Annotated[float, between(0.25, 192)] = 2.0
     memory_mb: Annotated[int, between(128, 2_097_152)] = 8192
-    # Container health check and model download limits of each copy.
-    startup_timeout_seconds: Annotated[int, between(60, 3600)] = 600
+    # (Each copy's health-check and model-download limits are the section's
+    # container_startup_health_check_timeout_seconds and model_data_download_timeout_seconds.)
     # From zero: instance launch + image pull + model load. The step policy waits this long before
     # adding another copy, so one cold start is not answered with a second one.
     cold_start_seconds: Annotated[int, between(60, 3600)] = 600
