@@ -46,8 +46,10 @@ class SharedModelStack(Stack):
             (config.realtime, store.REALTIME_CAPTURE_PREFIX),
             (config.async_, store.ASYNC_CAPTURE_PREFIX),
         ):
-            # SageMaker writes data capture with the endpoint's execution role.
+            # SageMaker writes data capture with the endpoint's execution role; the role may read
+            # it back too (a monitoring or labelling job run under it).
             if mode.enabled and mode.data_capture is not None:
+                read_prefixes.append(prefix)
                 write_prefixes.append(prefix)
                 store.expire_objects_under(prefix, mode.data_capture.expiry_days)
         self.execution_role = SageMakerExecutionRole(

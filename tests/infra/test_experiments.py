@@ -238,7 +238,7 @@ def role_statements(synth) -> list[dict]:
     ]
 
 
-def test_the_execution_role_writes_captures_under_the_capture_prefix_with_the_key(ab):
+def test_the_execution_role_writes_and_reads_captures_under_the_capture_prefix_with_the_key(ab):
     store = ab.stacks.shared.store
     bucket = f"<{logical_id(store.bucket)}.Arn>"
     statements = role_statements(ab)
@@ -247,8 +247,19 @@ def test_the_execution_role_writes_captures_under_the_capture_prefix_with_the_ke
     assert [flatten(r) for r in as_list(write["Resource"])] == [f"{bucket}/capture/realtime/*"]
     (key,) = [s for s in statements if "kms:GenerateDataKey" in as_list(s["Action"])]
     assert flatten(key["Resource"]) == f"<{logical_id(store.key)}.Arn>"
-    # Nothing reads async or batch prefixes when those modes are off.
-    assert not [s for s in statements if "s3:GetObject" in as_list(s["Action"]) and "/async/" in flatten(s)]
+    reads = [
+        flatten(r)
+        for s in statements
+        if "s3:GetObject" in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+    ]
+    # The model tarball, and the captures; nothing of async or batch, which are off.
+    assert reads == [
+        "arn:<AWS::Partition>:s3:::replace-with-your-bucket/detectron2/model.tar.gz",
+        f"{bucket}/capture/realtime/*",
+    ]
+    (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["capture/realtime/*"]}}
 
 
 def test_captured_objects_expire_after_the_configured_days(ab):
@@ -278,6 +289,17 @@ def test_async_data_capture_goes_under_its_own_prefix():
     assert endpoint["Properties"]["ExcludeRetainedVariantProperties"] == [
         {"VariantPropertyType": "DataCaptureConfig"}
     ]
+    role = stacks.shared.execution_role
+    role_policy = Template.from_stack(stacks.shared).to_json()["Resources"]
+    writes = [
+        flatten(resource)
+        for r in role_policy.values()
+        if r["Type"] == "AWS::IAM::Policy" and r["Properties"]["Roles"] == [{"Ref": logical_id(role)}]
+        for statement in as_list(r["Properties"]["PolicyDocument"]["Statement"])
+        if "s3:PutObject" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    ]
+    assert f"<{logical_id(stacks.shared.store.bucket)}.Arn>/capture/async/*" in writes
     assert [r for r in rules if r.get("Prefix") == "capture/async/"] == [
         {"Prefix": "capture/async/", "ExpirationInDays": 7, "Status": "Enabled"}
     ]
