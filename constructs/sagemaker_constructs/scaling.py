@@ -128,28 +128,16 @@ class ScalableAsyncInstanceCount(ScalableVariantAttribute):
             scale_in_cooldown=scale_in_cooldown,
             scale_out_cooldown=scale_out_cooldown,
         )
-        scale_out_from_zero = appscaling.StepScalingAction(
+        scale_out_from_zero, alarm = _add_one_on_alarm(
             self,
-            "ScaleOutFromZero",
-            scaling_target=self.target,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            metric_aggregation_type=appscaling.MetricAggregationType.AVERAGE,
-            cooldown=Duration.seconds(max(scale_out_cooldown.to_seconds(), cold_start.to_seconds())),
-        )
-        scale_out_from_zero.add_adjustment(adjustment=1, lower_bound=0)
-        alarm = cloudwatch.Alarm(
-            self,
-            "HasBacklogWithoutCapacity",
-            metric=self._endpoint_metric("HasBacklogWithoutCapacity"),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
+            self.target,
+            alarm_id="HasBacklogWithoutCapacity",
             # The metric is only published while there is a backlog.
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="Requests are queued but the async endpoint has no instance: add one.",
+            metric=self._endpoint_metric("HasBacklogWithoutCapacity"),
+            aggregation=appscaling.MetricAggregationType.AVERAGE,
+            cooldown=Duration.seconds(max(scale_out_cooldown.to_seconds(), cold_start.to_seconds())),
+            description="Requests are queued but the async endpoint has no instance: add one.",
         )
-        alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(scale_out_from_zero))
         return BacklogScaling(tracking, scale_out_from_zero, alarm)
 
 
@@ -232,18 +220,11 @@ class ScalableCopyCount(Construct):
         single waiting caller (stdapi-ai/stdapi.ai#43). `cooldown` should cover a cold start, so
         the calls that keep failing while the first copy starts do not add more copies.
         """
-        step = appscaling.StepScalingAction(
+        step, alarm = _add_one_on_alarm(
             self,
-            "ScaleOutFromZero",
-            scaling_target=self.target,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
-            cooldown=cooldown,
-        )
-        step.add_adjustment(adjustment=1, lower_bound=0)
-        alarm = cloudwatch.Alarm(
-            self,
-            "NoCapacityInvocationFailures",
+            self.target,
+            alarm_id="NoCapacityInvocationFailures",
+            # Published only when a call finds no copy.
             metric=cloudwatch.Metric(
                 namespace=SAGEMAKER_NAMESPACE,
                 metric_name="NoCapacityInvocationFailures",
@@ -251,13 +232,47 @@ class ScalableCopyCount(Construct):
                 statistic=cloudwatch.Stats.SUM,
                 period=Duration.minutes(1),
             ),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
-            # Published only when a call finds no copy.
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="A call found no copy of the inference component to serve it: add one.",
+            aggregation=appscaling.MetricAggregationType.MAXIMUM,
+            cooldown=cooldown,
+            description="A call found no copy of the inference component to serve it: add one.",
         )
-        alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(step))
         return ScaleOutFromZero(step, alarm)
+
+
+def _add_one_on_alarm(
+    scope: Construct,
+    target: appscaling.ScalableTarget,
+    *,
+    alarm_id: str,
+    metric: cloudwatch.Metric,
+    aggregation: appscaling.MetricAggregationType,
+    cooldown: Duration,
+    description: str,
+) -> tuple[appscaling.StepScalingAction, cloudwatch.Alarm]:
+    """The way out of zero: +1 capacity when `metric` is >= 1 in one period (missing = fine).
+
+    A step policy (`ScaleOutFromZero`) rather than `StepScalingPolicy`, which wants two intervals
+    and would add a scale-in alarm fighting target tracking.
+    """
+    step = appscaling.StepScalingAction(
+        scope,
+        "ScaleOutFromZero",
+        scaling_target=target,
+        adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+        metric_aggregation_type=aggregation,
+        cooldown=cooldown,
+    )
+    step.add_adjustment(adjustment=1, lower_bound=0)
+    alarm = cloudwatch.Alarm(
+        scope,
+        alarm_id,
+        metric=metric,
+        threshold=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluation_periods=1,
+        datapoints_to_alarm=1,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarm_description=description,
+    )
+    alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(step))
+    return step, alarm
