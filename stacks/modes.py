@@ -5,6 +5,7 @@
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
@@ -21,6 +22,7 @@ from sagemaker_constructs.settings import (
     AsyncConfig,
     BatchConfig,
     ModelVersion,
+    MonitoringConfig,
     RealtimeConfig,
     ServerlessConfig,
 )
@@ -36,8 +38,11 @@ class RealtimeStack(Stack):
         role: iam.IRole,
         store: ArtifactStore,
         config: RealtimeConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
+        monitored = {"monitoring": monitoring, "alarm_topic": alarm_topic}
 
         def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
             return PackagedModel(
@@ -55,7 +60,9 @@ class RealtimeStack(Stack):
             # An experiment: every variant (the shadow too) deploys its own version on its own type.
             plans = [*config.production_variants(), *filter(None, [config.shadow_variant()])]
             models = {p.name: model_for(f"{p.name}Model", p.instance_type, p.model_version) for p in plans}
-            self.endpoint = RealtimeEndpoint(self, "Realtime", config=config, models=models, store=store)
+            self.endpoint = RealtimeEndpoint(
+                self, "Realtime", config=config, models=models, store=store, **monitored
+            )
             CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
             CfnOutput(self, "VariantNames", value=",".join(self.endpoint.variant_names))
             if self.endpoint.shadow_variant_name is not None:
@@ -64,7 +71,7 @@ class RealtimeStack(Stack):
         model = model_for("Model", config.instance_type, config.model_version)
         if config.inference_components is not None:
             self.endpoint = InferenceComponentEndpoint(
-                self, "InferenceComponent", model=model, config=config, role=role
+                self, "InferenceComponent", model=model, config=config, role=role, **monitored
             )
             CfnOutput(
                 self,
@@ -73,7 +80,9 @@ class RealtimeStack(Stack):
                 description="Pass as InferenceComponentName to InvokeEndpoint",
             )
         else:
-            self.endpoint = RealtimeEndpoint(self, "Realtime", model=model, config=config, store=store)
+            self.endpoint = RealtimeEndpoint(
+                self, "Realtime", model=model, config=config, store=store, **monitored
+            )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 
@@ -87,6 +96,8 @@ class AsyncStack(Stack):
         role: iam.IRole,
         store: ArtifactStore,
         config: AsyncConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
         model = PackagedModel(
@@ -98,7 +109,16 @@ class AsyncStack(Stack):
             instance_type=config.instance_type,
             version=config.model_version,
         )
-        self.endpoint = AsyncEndpoint(self, "Async", model=model, config=config, store=store, role=role)
+        self.endpoint = AsyncEndpoint(
+            self,
+            "Async",
+            model=model,
+            config=config,
+            store=store,
+            role=role,
+            monitoring=monitoring,
+            alarm_topic=alarm_topic,
+        )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
         CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
@@ -116,6 +136,8 @@ class ServerlessStack(Stack):
         registry: ModelRegistry,
         role: iam.IRole,
         config: ServerlessConfig,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(
             scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)"
@@ -129,7 +151,9 @@ class ServerlessStack(Stack):
             instance_type=None,
             version=config.model_version,
         )
-        self.endpoint = ServerlessEndpoint(self, "Serverless", model=model, config=config)
+        self.endpoint = ServerlessEndpoint(
+            self, "Serverless", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
+        )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 from sagemaker_constructs import (
+    AlarmTopic,
     ArtifactStore,
+    InferenceDashboard,
     InferenceImages,
     ModelData,
     ModelRegistry,
@@ -72,6 +74,14 @@ class SharedModelStack(Stack):
             model_data=model_data,
             package_arn_parameter_name=f"/{config.name}/model-package-arn",
         )
+        # One topic for every mode's alarms, one dashboard for every mode (build_stacks adds them).
+        self.alarm_topic: AlarmTopic | None = None
+        self.dashboard: InferenceDashboard | None = None
+        if config.monitoring.enabled:
+            self.alarm_topic = AlarmTopic(self, "Alarms", key=store.key, email=config.monitoring.email)
+            self.dashboard = InferenceDashboard(self, "Dashboard")
+            CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn)
+            CfnOutput(self, "DashboardName", value=self.dashboard.dashboard.dashboard_name)
         CfnOutput(self, "ArtifactsBucketName", value=self.store.bucket.bucket_name)
         CfnOutput(self, "ModelPackageGroupName", value=config.package_group_name)
         CfnOutput(self, "ModelPackageArn", value=self.registry.package_arn)

@@ -10,6 +10,7 @@ from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
 from .inference_component import InferenceComponentEndpoint
 from .model_data import ModelData
+from .monitoring import AlarmTopic, EndpointAlarms, EndpointMetrics, InferenceDashboard
 from .packaged_model import PackagedModel
 from .realtime import RealtimeEndpoint
 from .registry import ModelRegistry
@@ -17,7 +18,11 @@ from .serverless import ServerlessEndpoint
 from .storage import ArtifactStore
 
 __all__ = [
+    "AlarmTopic",
     "ArtifactStore",
+    "EndpointAlarms",
+    "EndpointMetrics",
+    "InferenceDashboard",
     "AsyncEndpoint",
     "BatchTransformResources",
     "InferenceComponentEndpoint",

@@ -10,7 +10,7 @@ from .data_capture import data_capture_config
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableAsyncInstanceCount
-from .settings import AsyncConfig
+from .settings import AsyncConfig, MonitoringConfig
 from .storage import ArtifactStore
 
 
@@ -32,9 +32,12 @@ class AsyncEndpoint(InferenceEndpoint):
         store: ArtifactStore,
         role: iam.IRole,
         name_prefix: str | None = None,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
+        self._monitor("async", monitoring, alarm_topic)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -66,6 +69,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 )
             ],
             autoscaled=config.scaling is not None,
+            deployment_config=self._deployment(config.rollout),
             data_capture_config=None
             if config.data_capture is None
             else data_capture_config(store, store.ASYNC_CAPTURE_PREFIX, config.data_capture),

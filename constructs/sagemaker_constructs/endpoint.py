@@ -8,11 +8,15 @@ from typing import TypeVar
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .instance_types import INSTANCE_TYPE_PATTERN, is_gpu
+from .monitoring import EndpointAlarms, EndpointKind, EndpointMetrics
 from .packaged_model import PackagedModel
+from .rollout import blue_green_deployment
 from .scaling import ScalableVariantAttribute
+from .settings import MonitoringConfig, RolloutConfig
 from .settings.experiments import DEFAULT_VARIANT_NAME
 
 ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
@@ -88,6 +92,21 @@ class InferenceEndpoint(Construct):
         """Fix the endpoint's name before anything (alarms, rollout) refers to it."""
         self.endpoint_name = endpoint_name(self.name_prefix, instance_type if autoscaled else None)
         return self.endpoint_name
+
+    def _monitor(
+        self, kind: EndpointKind, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None
+    ) -> None:
+        """Metrics (by the endpoint's name) and, with `monitoring` enabled, the endpoint's alarms."""
+        self.metrics = EndpointMetrics(self.endpoint_name, self.variant_name, kind)
+        self.alarms: EndpointAlarms | None = None
+        if monitoring is not None and monitoring.enabled:
+            self.alarms = EndpointAlarms(
+                self, "Alarms", metrics=self.metrics, thresholds=monitoring.alarms, topic=alarm_topic
+            )
+
+    def _deployment(self, rollout: RolloutConfig) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
+        """Blue/green as configured, rolling back on this endpoint's rollback alarms (if monitored)."""
+        return blue_green_deployment(rollout, self.alarms.rollback if self.alarms is not None else [])
 
     def _create_endpoint(
         self,

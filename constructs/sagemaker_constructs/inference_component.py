@@ -4,13 +4,14 @@ instances when idle, and back from zero on the first call that finds no copy."""
 from aws_cdk import Duration, Fn
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .endpoint import VARIANT_NAME, InferenceEndpoint
 from .instance_types import is_gpu
 from .packaged_model import PackagedModel
 from .scaling import ScalableCopyCount
-from .settings import RealtimeConfig
+from .settings import MonitoringConfig, RealtimeConfig
 
 # The copy count the component is created with. SageMaker refuses 0 at creation, so the first
 # deploy starts one copy (and one instance); the autoscaler owns the count from then on.
@@ -37,6 +38,8 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         model: PackagedModel,
         config: RealtimeConfig,
         role: iam.IRole,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         components = config.inference_components
@@ -45,6 +48,9 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         # Copies, not the variant, are registered with Application Auto Scaling: the name need not
         # change with the instance type.
         self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
+        # The endpoint's own metrics and alarms, as for a classic variant. No DeploymentConfig: a new
+        # model version updates the component, not the endpoint (see README).
+        self._monitor("realtime", monitoring, alarm_topic)
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(

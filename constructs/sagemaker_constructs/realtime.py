@@ -8,13 +8,16 @@ import hashlib
 from collections.abc import Mapping
 
 from aws_cdk import Duration
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .data_capture import data_capture_config
 from .endpoint import VARIANT_NAME, InferenceEndpoint, endpoint_name, instance_variant
+from .monitoring import EndpointAlarms, EndpointMetrics
 from .packaged_model import PackagedModel
+from .rollout import blue_green_deployment
 from .scaling import ScalableInstanceCount
-from .settings import RealtimeConfig, RealtimeScaling, VariantPlan
+from .settings import MonitoringConfig, RealtimeConfig, RealtimeScaling, VariantPlan
 from .storage import ArtifactStore
 
 
@@ -36,6 +39,8 @@ class RealtimeEndpoint(InferenceEndpoint):
         models: Mapping[str, PackagedModel] | None = None,
         store: ArtifactStore | None = None,
         name_prefix: str | None = None,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         models = dict(models or {})
@@ -67,9 +72,14 @@ class RealtimeEndpoint(InferenceEndpoint):
         self.variant_names = [plan.name for plan in plans]
         self.shadow_variant_name = None if shadow is None else shadow.name
         self._name_experiment_endpoint(plans)
+        self._monitor_variants(monitoring, alarm_topic)
         self._create_endpoint(
             [variant(plan) for plan in plans],
             autoscaled=any(plan.scaling is not None for plan in plans),
+            deployment_config=blue_green_deployment(
+                config.rollout,
+                [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback],
+            ),
             data_capture_config=capture,
             shadow_variants=[] if shadow is None else [variant(shadow)],
             # Retaining the autoscaled instance counts must not keep old weights or capture settings.
@@ -84,6 +94,29 @@ class RealtimeEndpoint(InferenceEndpoint):
             if plan.scaling is not None:
                 self.variant_scaling[plan.name] = self._scale_variant(plan.name, plan.scaling)
         self.scaling: ScalableInstanceCount | None = self.variant_scaling.get(VARIANT_NAME)
+
+    def _monitor_variants(self, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None) -> None:
+        """Metrics of every variant (the shadow's too, for the dashboard) and alarms on each
+        production variant; a deployment rolls back on any production variant's rollback alarms.
+        The shadow is not alarmed: callers never get its answers."""
+        if self.variant_names == [VARIANT_NAME]:
+            self._monitor("realtime", monitoring, alarm_topic)
+            self.variant_alarms = {} if self.alarms is None else {VARIANT_NAME: self.alarms}
+        else:
+            self.metrics = EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime")
+            self.alarms = None
+            self.variant_alarms: dict[str, EndpointAlarms] = {}
+            if monitoring is not None and monitoring.enabled:
+                for name in self.variant_names:
+                    self.variant_alarms[name] = EndpointAlarms(
+                        self,
+                        f"{name}Alarms",
+                        metrics=EndpointMetrics(self.endpoint_name, name, "realtime"),
+                        thresholds=monitoring.alarms,
+                        topic=alarm_topic,
+                    )
+        names = [*self.variant_names, *filter(None, [self.shadow_variant_name])]
+        self.variant_metrics = {name: EndpointMetrics(self.endpoint_name, name, "realtime") for name in names}
 
     def _name_experiment_endpoint(self, plans: list[VariantPlan]) -> None:
         """One variant: `endpoint_name`'s rule. Several: the name ends in a hash of each autoscaled

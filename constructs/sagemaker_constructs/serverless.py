@@ -1,12 +1,13 @@
 """Serverless endpoint: the CPU image sized by memory, optional provisioned concurrency."""
 
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .endpoint import VARIANT_NAME, InferenceEndpoint
 from .packaged_model import PackagedModel
 from .scaling import ScalableProvisionedConcurrency
-from .settings import ServerlessConfig
+from .settings import MonitoringConfig, ServerlessConfig
 
 
 class ServerlessEndpoint(InferenceEndpoint):
@@ -18,10 +19,13 @@ class ServerlessEndpoint(InferenceEndpoint):
         model: PackagedModel,
         config: ServerlessConfig,
         name_prefix: str | None = None,
+        monitoring: MonitoringConfig | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         # Provisioned-concurrency scaling never blocks an update: there is no instance type to change.
         self._name_endpoint(instance_type=None, autoscaled=False)
+        self._monitor("serverless", monitoring, alarm_topic)
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
@@ -35,6 +39,7 @@ class ServerlessEndpoint(InferenceEndpoint):
                 )
             ],
             autoscaled=False,
+            deployment_config=self._deployment(config.rollout),
         )
         self.scaling: ScalableProvisionedConcurrency | None = None
         scaling = config.provisioned_concurrency_scaling

@@ -237,7 +237,7 @@ def test_unknown_fields_are_named_with_the_allowed_ones(tmp_path):
         tmp_path,
         {"serverless": {"memory": 2048}},
         "serverless.memory: unknown field; allowed: enabled, model_version, memory_size_mb, max_concurrency, "
-        "provisioned_concurrency, provisioned_concurrency_scaling",
+        "provisioned_concurrency, provisioned_concurrency_scaling, rollout",
     )
 
 

@@ -347,3 +347,42 @@ def test_data_capture_fields_are_bounded(tmp_path, fields, message):
         ConfigError, match="async.data_capture." + message.replace("(", r"\(").replace(")", r"\)")
     ):
         load(tmp_path, {"async": {"data_capture": fields}})
+
+
+def test_inference_components_refuse_stepped_rollouts(tmp_path):
+    overrides = components()
+    overrides["realtime"]["rollout"] = {
+        "traffic_routing": "CANARY",
+        "canary_size": {"type": "INSTANCE_COUNT", "value": 1},
+    }
+
+    problem(
+        tmp_path,
+        overrides,
+        "realtime.rollout.traffic_routing: CANARY shifts traffic in parts of the fleet and needs at least 2 "
+        "instances at all times; this variant may run 0 (inference_components (managed instance scaling "
+        "from 0)): use ALL_AT_ONCE or raise inference_components (managed instance scaling from 0) "
+        "(got 'CANARY')",
+    )
+
+
+def test_a_stepped_rollout_of_an_ab_test_counts_its_smallest_variant(tmp_path):
+    problem(
+        tmp_path,
+        {
+            "realtime": {
+                "rollout": {
+                    "traffic_routing": "LINEAR",
+                    "linear_step_size": {"type": "CAPACITY_PERCENT", "value": 50},
+                },
+                "variants": [
+                    {"name": "A", "weight": 1, "scaling": {"min_capacity": 2, "max_capacity": 4}},
+                    {"name": "B", "weight": 1, "scaling": {"min_capacity": 1, "max_capacity": 2}},
+                ],
+            }
+        },
+        "realtime.rollout.traffic_routing: LINEAR shifts traffic in parts of the fleet and needs at least 2 "
+        "instances at all times; this variant may run 1 (the smallest variant's scaling.min_capacity or "
+        "initial_instance_count): use ALL_AT_ONCE or raise the smallest variant's scaling.min_capacity or "
+        "initial_instance_count (got 'LINEAR')",
+    )

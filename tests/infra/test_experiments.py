@@ -118,6 +118,32 @@ def test_updates_keep_scaled_instance_counts_but_take_new_weights_and_capture_se
     ]
 
 
+def test_each_production_variant_has_its_own_alarms_and_a_deployment_rolls_back_on_any(ab):
+    alarms = ab.resources("realtime", "AWS::CloudWatch::Alarm")
+    _, endpoint = ab.only("realtime", "AWS::SageMaker::Endpoint")
+    by_variant: dict[str, set[str]] = {}
+    for alarm in alarms.values():
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Properties"]["Dimensions"]}
+        by_variant.setdefault(dimensions["VariantName"], set()).add(alarm["Properties"]["MetricName"])
+
+    assert sorted(by_variant) == ["Challenger", "Champion"]
+    assert by_variant["Champion"] == by_variant["Challenger"]
+    rollback = endpoint["Properties"]["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+    assert len(rollback) == 2 * 3  # 5XX, model errors, p99 latency per variant
+    assert {r["AlarmName"]["Ref"] for r in rollback} <= set(alarms)
+
+
+def test_the_dashboard_has_a_row_per_variant(ab, shadow):
+    for synth, variants in ((ab, ["Champion", "Challenger"]), (shadow, ["AllTraffic", "Shadow"])):
+        endpoint = synth.stacks.modes["realtime"].endpoint
+        (dashboard,) = synth.resources("shared", "AWS::CloudWatch::Dashboard").values()
+        body = flatten(dashboard["Properties"]["DashboardBody"])
+
+        assert list(endpoint.variant_metrics) == variants
+        for variant in variants:
+            assert f"Real-time {variant}" in body
+
+
 def test_ab_stack_outputs_the_variant_names(ab):
     outputs = ab.template("realtime")["Outputs"]
 

@@ -67,10 +67,21 @@ def test_endpoint_config_role_is_the_shared_execution_role(s2z):
     assert "ExecutionRole" in flatten(config["Properties"]["ExecutionRoleArn"])
 
 
-def test_endpoint_update_keeps_the_managed_instance_count(s2z):
+def test_endpoint_update_keeps_the_managed_instance_count_and_has_no_blue_green_policy(s2z):
     _, endpoint = s2z.only("realtime", "AWS::SageMaker::Endpoint")
 
     assert endpoint["Properties"]["RetainAllVariantProperties"] is True
+    # New model versions update the component, not the endpoint.
+    assert "DeploymentConfig" not in endpoint["Properties"]
+
+
+def test_the_endpoint_is_monitored_like_a_classic_one(s2z, endpoint):
+    names = {
+        a["Properties"]["MetricName"] for a in s2z.resources("realtime", "AWS::CloudWatch::Alarm").values()
+    }
+
+    assert {"Invocation5XXErrors", "ModelLatency", "NoCapacityInvocationFailures"} <= names
+    assert endpoint.metrics.endpoint_name == "Detectron2ScaleToZero-Realtime"
 
 
 def test_component_runs_the_registered_model_with_the_configured_compute(s2z, endpoint):
@@ -158,7 +169,11 @@ def test_a_step_policy_adds_one_copy_and_waits_out_a_cold_start(s2z):
 
 
 def test_the_first_call_without_a_copy_raises_the_alarm_that_drives_the_step(s2z, endpoint):
-    _, alarm = s2z.only("realtime", "AWS::CloudWatch::Alarm")
+    (alarm,) = [
+        a
+        for a in s2z.resources("realtime", "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "NoCapacityInvocationFailures"
+    ]
     (step_id,) = [
         resource_id
         for resource_id, p in s2z.resources("realtime", "AWS::ApplicationAutoScaling::ScalingPolicy").items()

@@ -401,7 +401,9 @@ def test_realtime_scales_on_invocations_per_instance_and_never_to_zero(synth):
         "ScaleOutCooldown": 60,
         "TargetValue": 100,
     }
-    assert not synth.resources("realtime", "AWS::CloudWatch::Alarm")
+    # No step scaling on a real-time endpoint: HasBacklogWithoutCapacity is an async metric.
+    alarms = synth.resources("realtime", "AWS::CloudWatch::Alarm").values()
+    assert "HasBacklogWithoutCapacity" not in {a["Properties"]["MetricName"] for a in alarms}
 
 
 # --- async -----------------------------------------------------------------------------------
@@ -493,7 +495,11 @@ def test_async_steps_out_of_zero_on_the_has_backlog_without_capacity_alarm(synth
         for pid, p in synth.resources("async", "AWS::ApplicationAutoScaling::ScalingPolicy").items()
         if p["Properties"]["PolicyType"] == "StepScaling"
     )
-    _, alarm = synth.only("async", "AWS::CloudWatch::Alarm")
+    (alarm,) = [
+        a
+        for a in synth.resources("async", "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "HasBacklogWithoutCapacity"
+    ]
 
     assert policies["StepScaling"]["StepScalingPolicyConfiguration"] == {
         "AdjustmentType": "ChangeInCapacity",

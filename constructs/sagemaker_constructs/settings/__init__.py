@@ -33,6 +33,8 @@ from .endpoints import (
 from .experiments import ShadowConfig, VariantPlan
 from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
+from .monitoring import AlarmThresholds, LatencyThresholds, MonitoringConfig
+from .rollout import CapacitySize, RolloutConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
 from .versions import CURRENT, ModelVersion, ModelVersionField, approval_problems, pin_problems
 
@@ -49,6 +51,7 @@ class AppConfig(Section):
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
     serverless: ServerlessConfig = Field(default_factory=ServerlessConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @property
     def package_group_name(self) -> str:
@@ -64,11 +67,30 @@ class AppConfig(Section):
             versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
         return versions
 
+    def endpoint_modes(self) -> dict[str, RealtimeConfig | AsyncConfig | ServerlessConfig]:
+        """Config key -> section of every enabled endpoint mode."""
+        modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
+        return {key: mode for key, mode in modes.items() if mode.enabled}
+
+    def _rollback_problems(self) -> list[tuple[str, str]]:
+        if self.monitoring.enabled:
+            return []
+        return [
+            (
+                f"{key}.rollout.auto_rollback",
+                "needs monitoring.enabled: it rolls back on the alarms monitoring creates; set it "
+                "to false or enable monitoring (got true)",
+            )
+            for key, mode in self.endpoint_modes().items()
+            if mode.rollout.auto_rollback
+        ]
+
     @model_validator(mode="after")
     def _deployable_versions(self) -> AppConfig:
         deployed = self.deployed_versions()
         problems = pin_problems(deployed, self.package_group_name)
         problems += approval_problems(deployed, self.model.approval_status)
+        problems += self._rollback_problems()
         if problems:
             raise FieldProblems(problems)
         return self
@@ -149,6 +171,11 @@ __all__ = [
     "AsyncConfig",
     "AsyncObjectExpiry",
     "AsyncScaling",
+    "AlarmThresholds",
+    "CapacitySize",
+    "LatencyThresholds",
+    "MonitoringConfig",
+    "RolloutConfig",
     "BatchConfig",
     "CopyScaling",
     "DataCaptureConfig",

@@ -17,6 +17,7 @@ from .experiments import (
     VariantPlan,
 )
 from .inference_components import InferenceComponentsConfig
+from .rollout import RolloutConfig, rollout_problems
 from .versions import ModelVersion, ModelVersionField
 
 
@@ -110,6 +111,7 @@ class _InstanceMode(Section):
     model_data_download_timeout_seconds: Annotated[int, between(60, 3600)] = 900
 
     data_capture: DataCaptureConfig | None = None
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> _InstanceMode:
@@ -119,15 +121,27 @@ class _InstanceMode(Section):
         return self
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
+        problems = []
         if self.scaling is not None and is_burstable(self.instance_type):
-            return [
+            problems.append(
                 (
                     "instance_type",
                     "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
                     f"type or set scaling to null (got {self.instance_type!r})",
                 )
-            ]
-        return []
+            )
+        return problems + rollout_problems(self.rollout, **self.instance_range())
+
+    def instance_range(self) -> dict:
+        """The fewest and most instances the variant may run while a deployment starts."""
+        if self.scaling is None:
+            count = self.initial_instance_count
+            return {"fewest": count, "most": count, "counted_by": "initial_instance_count"}
+        return {
+            "fewest": self.scaling.min_capacity,
+            "most": self.scaling.max_capacity,
+            "counted_by": "scaling.min_capacity",
+        }
 
 
 class RealtimeConfig(_InstanceMode):
@@ -140,6 +154,29 @@ class RealtimeConfig(_InstanceMode):
     variants: list[VariantConfig] | None = None
     # Set: a shadow variant receiving a copy of the production traffic.
     shadow: ShadowConfig | None = None
+
+    def instance_range(self) -> dict:
+        """As for one variant; an A/B test's smallest and largest variant; a component's endpoint
+        runs from 0 instances (managed instance scaling) to max_instance_count."""
+        if self.inference_components is not None:
+            return {
+                "fewest": 0,
+                "most": self.inference_components.max_instance_count,
+                "counted_by": "inference_components (managed instance scaling from 0)",
+            }
+        if self.variants is None or not self.variants:
+            return super().instance_range()
+        ranges = [
+            (plan.scaling.min_capacity, plan.scaling.max_capacity)
+            if plan.scaling is not None
+            else (plan.initial_instance_count, plan.initial_instance_count)
+            for plan in self.production_variants()
+        ]
+        return {
+            "fewest": min(low for low, _ in ranges),
+            "most": max(high for _, high in ranges),
+            "counted_by": "the smallest variant's scaling.min_capacity or initial_instance_count",
+        }
 
     def _experiment_problems(self) -> list[tuple[str, str]]:
         return _experiment_problems_of(self)
@@ -228,6 +265,7 @@ class RealtimeConfig(_InstanceMode):
                     "model-based variants only (the classic real-time variant and async)",
                 )
             )
+        problems += rollout_problems(self.rollout, **self.instance_range())
         return problems + components.problems_on(self.instance_type)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from .base import FieldProblems, Section, between, one_of
 from .capture import refuse_data_capture_on_serverless
+from .rollout import RolloutConfig
 from .versions import ModelVersion, ModelVersionField
 
 SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -27,6 +28,7 @@ class ServerlessConfig(Section):
     max_concurrency: Annotated[int, between(1, 200)] = 5
     provisioned_concurrency: Annotated[int, between(1, 200)] | None = None
     provisioned_concurrency_scaling: ProvisionedConcurrencyScaling | None = None
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +74,14 @@ class ServerlessConfig(Section):
                     "provisioned_concurrency_scaling.max_capacity",
                     f"must be between provisioned_concurrency ({provisioned}) and max_concurrency "
                     f"({self.max_concurrency}) (got {scaling.max_capacity})",
+                )
+            )
+        if self.rollout.traffic_routing != "ALL_AT_ONCE":
+            problems.append(
+                (
+                    "rollout.traffic_routing",
+                    "must be ALL_AT_ONCE for a serverless endpoint: it has no instances to shift in "
+                    f"parts (got {self.rollout.traffic_routing!r})",
                 )
             )
         if problems:
