@@ -359,10 +359,8 @@ def test_inference_components_refuse_stepped_rollouts(tmp_path):
     problem(
         tmp_path,
         overrides,
-        "realtime.rollout.traffic_routing: CANARY shifts traffic in parts of the fleet and needs at least 2 "
-        "instances at all times; this variant may run 0 (inference_components (managed instance scaling "
-        "from 0)): use ALL_AT_ONCE or raise inference_components (managed instance scaling from 0) "
-        "(got 'CANARY')",
+        "realtime.rollout.traffic_routing: must be ALL_AT_ONCE with inference_components: the endpoint may "
+        "run 0 instances and a new model version updates the component, not the endpoint (got 'CANARY')",
     )
 
 

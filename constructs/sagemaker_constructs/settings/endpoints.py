@@ -156,14 +156,7 @@ class RealtimeConfig(_InstanceMode):
     shadow: ShadowConfig | None = None
 
     def instance_range(self) -> dict:
-        """As for one variant; an A/B test's smallest and largest variant; a component's endpoint
-        runs from 0 instances (managed instance scaling) to max_instance_count."""
-        if self.inference_components is not None:
-            return {
-                "fewest": 0,
-                "most": self.inference_components.max_instance_count,
-                "counted_by": "inference_components (managed instance scaling from 0)",
-            }
+        """As for one variant, or an A/B test's smallest and largest variant."""
         if self.variants is None or not self.variants:
             return super().instance_range()
         ranges = [
@@ -265,7 +258,15 @@ class RealtimeConfig(_InstanceMode):
                     "model-based variants only (the classic real-time variant and async)",
                 )
             )
-        problems += rollout_problems(self.rollout, **self.instance_range())
+        if self.rollout.traffic_routing != "ALL_AT_ONCE":
+            problems.append(
+                (
+                    "rollout.traffic_routing",
+                    "must be ALL_AT_ONCE with inference_components: the endpoint may run 0 instances "
+                    "and a new model version updates the component, not the endpoint "
+                    f"(got {self.rollout.traffic_routing!r})",
+                )
+            )
         return problems + components.problems_on(self.instance_type)
 
 
