@@ -11,7 +11,7 @@ from .endpoint import VARIANT_NAME, InferenceEndpoint
 from .instance_types import is_gpu
 from .packaged_model import PackagedModel
 from .scaling import ScalableCopyCount
-from .settings import MonitoringConfig, RealtimeConfig
+from .settings import MonitoringConfig, RealtimeConfig, RolloutConfig
 
 # The copy count the component is created with. SageMaker refuses 0 at creation, so the first
 # deploy starts one copy (and one instance); the autoscaler owns the count from then on.
@@ -48,8 +48,8 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         # Copies, not the variant, are registered with Application Auto Scaling: the name need not
         # change with the instance type.
         self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
-        # The endpoint's own metrics and alarms, as for a classic variant. No DeploymentConfig: a new
-        # model version updates the component, not the endpoint (see README).
+        # The endpoint's own metrics and alarms, as for a classic variant. The endpoint gets no
+        # DeploymentConfig: a new model version updates the component, which rolls (below).
         self._monitor("realtime", monitoring, alarm_topic)
         self._create_endpoint(
             [
@@ -99,6 +99,7 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
                 copy_count=INITIAL_COPY_COUNT
             ),
+            deployment_config=self._rolling_update(config.rollout),
         )
         self.inference_component_arn = self.component.attr_inference_component_arn
         # CloudFormation generates the name (a named component could not be replaced) and returns
@@ -122,6 +123,29 @@ class InferenceComponentEndpoint(InferenceEndpoint):
                 )
             if scaling.min_copies == 0:
                 self.scaling.scale_out_from_zero(cooldown=Duration.seconds(components.cold_start_seconds))
+
+    def _rolling_update(
+        self, rollout: RolloutConfig
+    ) -> sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty:
+        """A specification update (new model version) replaces one copy at a time, waits
+        `rollout.wait_interval_seconds` after each, and rolls back on the endpoint's rollback alarms
+        when `rollout.auto_rollback` (they watch the endpoint by name: no dependency cycle)."""
+        component = sagemaker.CfnInferenceComponent
+        alarms = self.alarms.rollback if rollout.auto_rollback and self.alarms is not None else []
+        return component.InferenceComponentDeploymentConfigProperty(
+            rolling_update_policy=component.InferenceComponentRollingUpdatePolicyProperty(
+                maximum_batch_size=component.InferenceComponentCapacitySizeProperty(
+                    type="COPY_COUNT", value=1
+                ),
+                wait_interval_in_seconds=rollout.wait_interval_seconds,
+                maximum_execution_timeout_in_seconds=rollout.maximum_execution_timeout_seconds,
+            ),
+            auto_rollback_configuration=component.AutoRollbackConfigurationProperty(
+                alarms=[component.AlarmProperty(alarm_name=alarm.alarm_name) for alarm in alarms]
+            )
+            if alarms
+            else None,
+        )
 
     def auto_scale_copy_count(self, *, min_capacity: int, max_capacity: int) -> ScalableCopyCount:
         return ScalableCopyCount(

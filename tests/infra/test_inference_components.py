@@ -105,7 +105,21 @@ def test_component_runs_the_registered_model_with_the_configured_compute(s2z, en
             },
         },
         "RuntimeConfig": {"CopyCount": 1},
+        "DeploymentConfig": component["Properties"]["DeploymentConfig"],
     }
+
+
+def test_a_new_model_version_rolls_one_copy_at_a_time_and_rolls_back_on_the_endpoint_alarms(s2z, endpoint):
+    _, component = s2z.only("realtime", "AWS::SageMaker::InferenceComponent")
+    deployment = component["Properties"]["DeploymentConfig"]
+
+    assert deployment["RollingUpdatePolicy"] == {
+        "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
+        "WaitIntervalInSeconds": 300,
+    }
+    assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
+        {"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback
+    ]
 
 
 def test_the_model_behind_the_component_is_the_gpu_specification_of_the_current_version(s2z):
