@@ -157,15 +157,18 @@ class InferenceEndpoint(Construct):
         max_capacity: int,
         variant_name: str | None = None,
     ) -> ScalableT:
-        return attribute(
+        scalable = attribute(
             self,
             construct_id,
-            # The endpoint's attribute (same value as `endpoint_name`): registering waits for the endpoint.
-            endpoint_name=self.endpoint.attr_endpoint_name,
+            # The literal name, so a diff shows the target move to a new endpoint (a replacement) ...
+            endpoint_name=self.endpoint_name,
             variant_name=variant_name or self.variant_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,
         )
+        # ... and registering waits for the endpoint it names.
+        scalable.node.add_dependency(self.endpoint)
+        return scalable
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         return iam.Grant.add_to_principal(

@@ -3,6 +3,8 @@ shared by every template test; synth output goes to pytest's tmp dirs, never int
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,3 +92,34 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 def prod_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """config/prod.json: exercises provisioned concurrency scaling and a second stack prefix."""
     return synthesize(tmp_path_factory.mktemp("cdk.out.prod"), env="prod")
+
+
+def cdk_diff(before: Synth, after: Synth, stack_name: str) -> tuple[int, str]:
+    """`cdk diff` of `after`'s stack against `before`'s template: offline, what a pull request shows.
+
+    Returns (exit status, output); `--fail` makes the status 1 when there is a difference."""
+    result = subprocess.run(
+        [
+            shutil.which("npx") or "npx",
+            "--no-install",
+            "cdk",
+            "diff",
+            "--app",
+            str(after.outdir),
+            "--exclusively",
+            "--template",
+            str(before.outdir / f"{stack_name}.template.json"),
+            "--fail",
+            stack_name,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+needs_cdk_cli = pytest.mark.skipif(
+    not (REPO_ROOT / "node_modules" / ".bin" / "cdk").exists(), reason="the CDK CLI is not installed: npm ci"
+)

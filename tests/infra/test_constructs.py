@@ -9,6 +9,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
 from sagemaker_constructs import (
     AsyncEndpoint,
+    EndpointMetrics,
+    InferenceDashboard,
     InferenceImages,
     ModelData,
     ModelRegistry,
@@ -16,7 +18,7 @@ from sagemaker_constructs import (
     RealtimeEndpoint,
 )
 from sagemaker_constructs.instance_types import is_burstable, is_gpu, is_neuron
-from sagemaker_constructs.settings import AsyncConfig, RealtimeConfig
+from sagemaker_constructs.settings import AsyncConfig, ModelVersion, MonitoringConfig, RealtimeConfig
 from sagemaker_constructs.storage import ArtifactStore
 
 from .cfn import flatten, logical_id
@@ -197,3 +199,90 @@ def test_a_cpu_instance_type_deploys_the_cpu_specification_from_another_stack(tm
         "ModelPackageName": {"Ref": parameter_id},
     }
     assert model["Properties"]["EnableNetworkIsolation"] is True
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (
+            ModelVersion(number=3),
+            "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/team-a-models/3",
+        ),
+        (
+            ModelVersion.parse("arn:aws:sagemaker:eu-west-1:123456789012:model-package/team-a-models/4"),
+            "arn:aws:sagemaker:eu-west-1:123456789012:model-package/team-a-models/4",
+        ),
+    ],
+)
+def test_a_model_of_a_pinned_version_names_it_literally_and_needs_no_ssm(tmp_path, version, expected):
+    """The primitive each mode (and each variant of an endpoint) uses to deploy a chosen version."""
+    app = cdk.App()
+    registry = make_registry(cdk.Stack(app, "Shared"), tmp_path)
+    mode_stack = cdk.Stack(app, "Realtime")
+    role = iam.Role(mode_stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+
+    model = PackagedModel(
+        mode_stack,
+        "Model",
+        registry=registry,
+        role=role,
+        mode="realtime",
+        instance_type="ml.g5.xlarge",
+        version=version,
+    )
+
+    template = Template.from_stack(mode_stack).to_json()
+    (resource,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::Model"]
+    assert flatten(resource["Properties"]["PrimaryContainer"]["ModelPackageName"]) == expected
+    assert all(
+        p.get("Default") != "/TeamA/model-package-arn" for p in template.get("Parameters", {}).values()
+    )
+    assert model.version == version
+
+
+def test_the_dashboard_refuses_an_endpoint_it_cannot_name(stack):
+    dashboard = InferenceDashboard(stack, "Dashboard")
+    token = cdk.Fn.ref("SomeEndpoint")
+
+    with pytest.raises(ValueError, match="Real-time: the dashboard needs the endpoint's literal name"):
+        dashboard.add_endpoint("Real-time", EndpointMetrics(token, "AllTraffic", "realtime"))
+
+
+def test_an_endpoint_built_alone_rolls_back_on_its_own_alarms(stack):
+    config = RealtimeConfig.model_validate(
+        {
+            "initial_instance_count": 4,
+            "scaling": {"min_capacity": 4, "max_capacity": 8},
+            "rollout": {
+                "traffic_routing": "LINEAR",
+                "linear_step_size": {"type": "CAPACITY_PERCENT", "value": 25},
+                "wait_interval_seconds": 120,
+            },
+        }
+    )
+
+    endpoint = RealtimeEndpoint(
+        stack,
+        "Realtime",
+        model=model_named("m"),
+        config=config,
+        monitoring=MonitoringConfig(),
+        name_prefix="Team-A",
+    )
+
+    template = Template.from_stack(stack).to_json()
+    properties = template["Resources"][logical_id(endpoint.endpoint)]["Properties"]
+    assert properties["EndpointName"] == "Team-A-g5-xlarge"
+    assert properties["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
+        "Type": "LINEAR",
+        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+        "WaitIntervalInSeconds": 120,
+    }
+    assert [
+        a["AlarmName"] for a in properties["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+    ] == [{"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback]
+    # No topic given: the alarms exist without actions.
+    assert all(
+        "AlarmActions" not in template["Resources"][logical_id(a)]["Properties"]
+        for a in endpoint.alarms.rollback
+    )

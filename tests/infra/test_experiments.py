@@ -81,7 +81,7 @@ def test_each_variant_deploys_its_own_model(ab):
 
 
 def test_each_variant_scales_on_its_own_invocations(ab):
-    endpoint_id = logical_id(ab.stacks.modes["realtime"].endpoint.endpoint)
+    name = ab.stacks.modes["realtime"].endpoint.endpoint_name
     targets = ab.resources("realtime", "AWS::ApplicationAutoScaling::ScalableTarget")
     policies = ab.resources("realtime", "AWS::ApplicationAutoScaling::ScalingPolicy")
 
@@ -93,9 +93,13 @@ def test_each_variant_scales_on_its_own_invocations(ab):
         for t in targets.values()
     }
     assert bounds == {
-        f"endpoint/<{endpoint_id}.EndpointName>/variant/Champion": (1, 4),
-        f"endpoint/<{endpoint_id}.EndpointName>/variant/Challenger": (1, 2),
+        f"endpoint/{name}/variant/Champion": (1, 4),
+        f"endpoint/{name}/variant/Challenger": (1, 2),
     }
+    assert all(
+        t["DependsOn"] == [logical_id(ab.stacks.modes["realtime"].endpoint.endpoint)]
+        for t in targets.values()
+    )
     assert {t["Properties"]["ScalableDimension"] for t in targets.values()} == {
         "sagemaker:variant:DesiredInstanceCount"
     }

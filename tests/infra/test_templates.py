@@ -350,11 +350,11 @@ def test_each_mode_deploys_the_registered_package_with_its_inference_mode(synth,
 
 def scaling(synth, key):
     target_id, target = synth.only(key, "AWS::ApplicationAutoScaling::ScalableTarget")
-    endpoint_id, _ = synth.only(key, "AWS::SageMaker::Endpoint")
-    assert (
-        flatten(target["Properties"]["ResourceId"])
-        == f"endpoint/<{endpoint_id}.EndpointName>/variant/AllTraffic"
-    )
+    endpoint_id, endpoint = synth.only(key, "AWS::SageMaker::Endpoint")
+    endpoint_name = endpoint["Properties"]["EndpointName"]
+    assert target["Properties"]["ResourceId"] == f"endpoint/{endpoint_name}/variant/AllTraffic"
+    # The name is a literal; registering the target still waits for the endpoint.
+    assert target["DependsOn"] == [endpoint_id]
     assert flatten(target["Properties"]["RoleARN"]) == SERVICE_LINKED_ROLE
     assert target["Properties"]["ServiceNamespace"] == "sagemaker"
     policies = synth.resources(key, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
@@ -362,7 +362,7 @@ def scaling(synth, key):
     return (
         target["Properties"],
         {p["Properties"]["PolicyType"]: p["Properties"] for p in policies},
-        endpoint_id,
+        endpoint_name,
     )
 
 
@@ -473,11 +473,11 @@ def test_async_scalable_target_reaches_zero(synth):
 
 
 def test_async_tracks_backlog_per_instance_on_the_endpoint_name_dimension_only(synth):
-    _, policies, endpoint_id = scaling(synth, "async")
+    _, policies, endpoint_name = scaling(synth, "async")
 
     assert policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"] == {
         "CustomizedMetricSpecification": {
-            "Dimensions": [{"Name": "EndpointName", "Value": {"Fn::GetAtt": [endpoint_id, "EndpointName"]}}],
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint_name}],
             "MetricName": "ApproximateBacklogSizePerInstance",
             "Namespace": "AWS/SageMaker",
             "Statistic": "Average",
@@ -489,7 +489,7 @@ def test_async_tracks_backlog_per_instance_on_the_endpoint_name_dimension_only(s
 
 
 def test_async_steps_out_of_zero_on_the_has_backlog_without_capacity_alarm(synth):
-    _, policies, endpoint_id = scaling(synth, "async")
+    _, policies, endpoint_name = scaling(synth, "async")
     step_id = next(
         pid
         for pid, p in synth.resources("async", "AWS::ApplicationAutoScaling::ScalingPolicy").items()
@@ -512,7 +512,7 @@ def test_async_steps_out_of_zero_on_the_has_backlog_without_capacity_alarm(synth
     assert {k: properties[k] for k in ("MetricName", "Namespace", "Dimensions", "Period", "Statistic")} == {
         "MetricName": "HasBacklogWithoutCapacity",
         "Namespace": "AWS/SageMaker",
-        "Dimensions": [{"Name": "EndpointName", "Value": {"Fn::GetAtt": [endpoint_id, "EndpointName"]}}],
+        "Dimensions": [{"Name": "EndpointName", "Value": endpoint_name}],
         "Period": 60,
         "Statistic": "Average",
     }

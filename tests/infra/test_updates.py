@@ -9,8 +9,7 @@ creates (with its own scalable target) before it deletes the old endpoint and it
 import pytest
 from sagemaker_constructs.endpoint import MAX_ENDPOINT_NAME_LENGTH, endpoint_name
 
-from .cfn import flatten
-from .conftest import synthesize_config
+from .conftest import cdk_diff, needs_cdk_cli, synthesize_config
 
 
 def endpoint_and_target(synth, key):
@@ -55,11 +54,32 @@ def test_a_new_instance_type_of_an_autoscaled_variant_is_a_new_endpoint(instance
     )
     # The scalable target follows the new endpoint: its ResourceId changes, so it is replaced too and
     # the old registration goes with the old endpoint; no UpdateEndpoint ever changes an autoscaled type.
-    assert flatten(before_target["ResourceId"]) == flatten(after_target["ResourceId"])
-    assert flatten(after_target["ResourceId"]) == f"endpoint/<{after_id}.EndpointName>/variant/AllTraffic"
+    assert before_target["ResourceId"] == f"endpoint/{before['EndpointName']}/variant/AllTraffic"
+    assert after_target["ResourceId"] == f"endpoint/{after['EndpointName']}/variant/AllTraffic"
     assert after["RetainAllVariantProperties"] is True
     # The stack output clients read carries the new name.
     assert instance_types["after"].template(key)["Outputs"]["EndpointName"]["Value"] == after["EndpointName"]
+
+
+@needs_cdk_cli
+def test_cdk_diff_of_a_new_autoscaled_instance_type_replaces_the_endpoint_and_its_scalable_target(
+    instance_types,
+):
+    status, output = cdk_diff(instance_types["before"], instance_types["after"], "Detectron2-Realtime")
+    changes = [line for line in output.splitlines() if line.startswith("[")]
+
+    assert status == 1, output
+    for resource in (
+        "AWS::SageMaker::EndpointConfig Realtime/Config",
+        "AWS::SageMaker::Endpoint Realtime/Endpoint",
+        "AWS::ApplicationAutoScaling::ScalableTarget Realtime/InstanceCount/Target",
+    ):
+        (line,) = [c for c in changes if resource in c]
+        assert line.startswith("[~]") and line.endswith(" replace"), line
+    assert "[-] Detectron2-Realtime-g5-xlarge" in output and "[+] Detectron2-Realtime-g6-2xlarge" in output
+    # The alarms follow the new name in place.
+    alarms = [c for c in changes if "AWS::CloudWatch::Alarm" in c]
+    assert alarms and not any(c.endswith(" replace") for c in alarms)
 
 
 @pytest.mark.parametrize("key", ["realtime", "async"])

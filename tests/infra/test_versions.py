@@ -1,13 +1,10 @@
 """Version pins: which registered model package version each mode deploys, and how a pin shows in a diff."""
 
-import shutil
-import subprocess
-
 import pytest
 from sagemaker_constructs.settings import AppConfig, ModelVersion
 
 from .cfn import flatten
-from .conftest import REPO_ROOT, synthesize_config
+from .conftest import cdk_diff, needs_cdk_cli, synthesize_config
 from .test_config import load, problem
 
 GROUP_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/detectron2-mask-rcnn"
@@ -147,32 +144,12 @@ def test_changing_the_pin_changes_only_the_pinned_mode_stack(pinned):
     assert changed == ["realtime"]
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "node_modules" / ".bin" / "cdk").exists(), reason="run npm ci first")
+@needs_cdk_cli
 def test_cdk_diff_of_a_changed_pin_shows_the_move_from_version_7_to_8(pinned):
     """What a reviewer sees in the pull request that moves production from version 7 to 8."""
-    before = pinned[7].outdir / "Detectron2-Realtime.template.json"
-    result = subprocess.run(
-        [
-            shutil.which("npx") or "npx",
-            "--no-install",
-            "cdk",
-            "diff",
-            "--app",
-            str(pinned[8].outdir),
-            "--exclusively",
-            "--template",
-            str(before),
-            "--fail",
-            "Detectron2-Realtime",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    output = result.stdout + result.stderr
+    status, output = cdk_diff(pinned[7], pinned[8], "Detectron2-Realtime")
 
-    assert result.returncode == 1, output  # --fail: there is a difference
+    assert status == 1, output  # --fail: there is a difference
     assert '[-]     ":model-package/detectron2-mask-rcnn/7"' in output
     assert '[+]     ":model-package/detectron2-mask-rcnn/8"' in output
-    assert "AWS::SageMaker::Model Model" in output and "replace" in output
+    assert "[~] AWS::SageMaker::Model Model" in output
