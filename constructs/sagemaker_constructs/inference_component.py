@@ -102,8 +102,8 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             deployment_config=self._rolling_update(config.rollout),
         )
         self.inference_component_arn = self.component.attr_inference_component_arn
-        # CloudFormation generates the name (a named component could not be replaced) and returns
-        # only the ARN, `arn:<partition>:sagemaker:<region>:<account>:inference-component/<name>`.
+        # No physical name (CloudFormation generates one); the resource returns only its ARN,
+        # `arn:<partition>:sagemaker:<region>:<account>:inference-component/<name>`.
         self.inference_component_name = Fn.select(1, Fn.split("/", self.inference_component_arn))
         self.scaling: ScalableCopyCount | None = None
         scaling = components.scaling
