@@ -57,20 +57,19 @@ class AppConfig(Section):
     def package_group_name(self) -> str:
         return self.model.package_group_name or f"{self.name.lower()}-mask-rcnn"
 
-    def deployed_versions(self) -> dict[str, ModelVersion]:
-        """Field path -> the registered version it deploys, for every enabled mode."""
-        modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
-        modes["batch"] = self.batch
-        versions = {f"{key}.model_version": mode.model_version for key, mode in modes.items() if mode.enabled}
-        if self.realtime.enabled:
-            # Variants and the shadow may each pin their own version.
-            versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
-        return versions
-
     def endpoint_modes(self) -> dict[str, RealtimeConfig | AsyncConfig | ServerlessConfig]:
         """Config key -> section of every enabled endpoint mode."""
         modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
         return {key: mode for key, mode in modes.items() if mode.enabled}
+
+    def deployed_versions(self) -> dict[str, ModelVersion]:
+        """Field path -> the registered version it deploys, for every enabled mode (batch included)."""
+        modes = {**self.endpoint_modes(), **({"batch": self.batch} if self.batch.enabled else {})}
+        versions = {f"{key}.model_version": mode.model_version for key, mode in modes.items()}
+        if self.realtime.enabled:
+            # Real-time variants and the shadow may each pin their own version.
+            versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
+        return versions
 
     def _rollback_problems(self) -> list[tuple[str, str]]:
         if self.monitoring.enabled:
@@ -86,7 +85,8 @@ class AppConfig(Section):
         ]
 
     @model_validator(mode="after")
-    def _deployable_versions(self) -> AppConfig:
+    def _across_sections(self) -> AppConfig:
+        """Rules that span sections: pins of this group, Approved when deployed, rollback alarms."""
         deployed = self.deployed_versions()
         problems = pin_problems(deployed, self.package_group_name)
         problems += approval_problems(deployed, self.model.approval_status)
