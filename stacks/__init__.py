@@ -28,7 +28,12 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
     stacks = InferenceStacks(shared)
     if config.realtime.enabled:
         stacks.modes["realtime"] = RealtimeStack(
-            scope, f"{config.name}-Realtime", config=config.realtime, **common, **monitored
+            scope,
+            f"{config.name}-Realtime",
+            config=config.realtime,
+            store=shared.store,
+            **common,
+            **monitored,
         )
     if config.async_.enabled:
         stacks.modes["async"] = AsyncStack(
@@ -42,7 +47,14 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
         # By the endpoints' literal names: the shared stack never depends on a mode stack.
         for title, key in (("Real-time", "realtime"), ("Async", "async"), ("Serverless", "serverless")):
             if key in stacks.modes:
-                shared.dashboard.add_endpoint(title, stacks.modes[key].endpoint.metrics)
+                endpoint = stacks.modes[key].endpoint
+                # A/B and shadow tests: a row per variant.
+                variants = getattr(endpoint, "variant_metrics", {})
+                if len(variants) > 1:
+                    for variant, metrics in variants.items():
+                        shared.dashboard.add_endpoint(f"{title} {variant}", metrics)
+                else:
+                    shared.dashboard.add_endpoint(title, endpoint.metrics)
     if config.batch.enabled:
         stacks.modes["batch"] = BatchStack(
             scope, f"{config.name}-Batch", config=config.batch, store=shared.store, **common

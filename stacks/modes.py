@@ -11,6 +11,7 @@ from sagemaker_constructs import (
     ArtifactStore,
     AsyncEndpoint,
     BatchTransformPipeline,
+    InferenceComponentEndpoint,
     ModelRegistry,
     PackagedModel,
     RealtimeEndpoint,
@@ -20,6 +21,7 @@ from sagemaker_constructs.instance_types import is_gpu
 from sagemaker_constructs.settings import (
     AsyncConfig,
     BatchConfig,
+    ModelVersion,
     MonitoringConfig,
     RealtimeConfig,
     ServerlessConfig,
@@ -34,23 +36,53 @@ class RealtimeStack(Stack):
         *,
         registry: ModelRegistry,
         role: iam.IRole,
+        store: ArtifactStore,
         config: RealtimeConfig,
         monitoring: MonitoringConfig | None = None,
         alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
-        model = PackagedModel(
-            self,
-            "Model",
-            registry=registry,
-            role=role,
-            mode="realtime",
-            instance_type=config.instance_type,
-            version=config.model_version,
-        )
-        self.endpoint = RealtimeEndpoint(
-            self, "Realtime", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
-        )
+        monitored = {"monitoring": monitoring, "alarm_topic": alarm_topic}
+
+        def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
+            return PackagedModel(
+                self,
+                construct_id,
+                registry=registry,
+                role=role,
+                mode="realtime",
+                instance_type=instance_type,
+                version=version,
+            )
+
+        self.endpoint: RealtimeEndpoint | InferenceComponentEndpoint
+        if config.variants is not None or config.shadow is not None:
+            # An experiment: every variant (the shadow too) deploys its own version on its own type.
+            plans = [*config.production_variants(), *filter(None, [config.shadow_variant()])]
+            models = {p.name: model_for(f"{p.name}Model", p.instance_type, p.model_version) for p in plans}
+            self.endpoint = RealtimeEndpoint(
+                self, "Realtime", config=config, models=models, store=store, **monitored
+            )
+            CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+            CfnOutput(self, "VariantNames", value=",".join(self.endpoint.variant_names))
+            if self.endpoint.shadow_variant_name is not None:
+                CfnOutput(self, "ShadowVariantName", value=self.endpoint.shadow_variant_name)
+            return
+        model = model_for("Model", config.instance_type, config.model_version)
+        if config.inference_components is not None:
+            self.endpoint = InferenceComponentEndpoint(
+                self, "InferenceComponent", model=model, config=config, role=role, **monitored
+            )
+            CfnOutput(
+                self,
+                "InferenceComponentName",
+                value=self.endpoint.inference_component_name,
+                description="Pass as InferenceComponentName to InvokeEndpoint",
+            )
+        else:
+            self.endpoint = RealtimeEndpoint(
+                self, "Realtime", model=model, config=config, store=store, **monitored
+            )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
 
 

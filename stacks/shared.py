@@ -47,6 +47,16 @@ class SharedModelStack(Stack):
             # The batch stack's rule starts a transform job when a submission marker is written.
             store.send_events_to_event_bridge()
             store.let_alarms_notify_through_key()
+        for mode, prefix in (
+            (config.realtime, store.REALTIME_CAPTURE_PREFIX),
+            (config.async_, store.ASYNC_CAPTURE_PREFIX),
+        ):
+            # SageMaker writes data capture with the endpoint's execution role; the role may read
+            # it back too (a monitoring or labelling job run under it).
+            if mode.enabled and mode.data_capture is not None:
+                read_prefixes.append(prefix)
+                write_prefixes.append(prefix)
+                store.expire_objects_under(prefix, mode.data_capture.expiry_days)
         self.execution_role = SageMakerExecutionRole(
             self,
             "ExecutionRole",

@@ -8,6 +8,7 @@ from .async_endpoint import AsyncEndpoint
 from .batch_pipeline import BatchTransformPipeline
 from .execution_role import SageMakerExecutionRole
 from .images import InferenceImages
+from .inference_component import InferenceComponentEndpoint
 from .model_data import ModelData
 from .monitoring import AlarmTopic, EndpointAlarms, EndpointMetrics, InferenceDashboard
 from .packaged_model import PackagedModel
@@ -24,6 +25,7 @@ __all__ = [
     "InferenceDashboard",
     "AsyncEndpoint",
     "BatchTransformPipeline",
+    "InferenceComponentEndpoint",
     "InferenceImages",
     "ModelData",
     "ModelRegistry",

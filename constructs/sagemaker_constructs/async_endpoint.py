@@ -6,10 +6,11 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from .data_capture import data_capture_config
 from .endpoint import InferenceEndpoint, instance_variant
 from .packaged_model import PackagedModel
 from .scaling import ScalableAsyncInstanceCount
-from .settings import MonitoringConfig, AsyncConfig
+from .settings import AsyncConfig, MonitoringConfig
 from .storage import ArtifactStore
 
 
@@ -55,18 +56,24 @@ class AsyncEndpoint(InferenceEndpoint):
             ],
         )
         self._create_endpoint(
-            instance_variant(
-                model,
-                instance_type=config.instance_type,
-                initial_instance_count=config.initial_instance_count,
-                inference_ami_version=config.inference_ami_version,
-                container_startup_health_check_timeout_seconds=(
-                    config.container_startup_health_check_timeout_seconds
-                ),
-                model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
-            ),
+            [
+                instance_variant(
+                    model,
+                    instance_type=config.instance_type,
+                    initial_instance_count=config.initial_instance_count,
+                    inference_ami_version=config.inference_ami_version,
+                    container_startup_health_check_timeout_seconds=(
+                        config.container_startup_health_check_timeout_seconds
+                    ),
+                    model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
+                )
+            ],
             autoscaled=config.scaling is not None,
             deployment_config=self._deployment(config.rollout),
+            data_capture_config=None
+            if config.data_capture is None
+            else data_capture_config(store, store.ASYNC_CAPTURE_PREFIX, config.data_capture),
+            apply_on_update=[] if config.data_capture is None else ["DataCaptureConfig"],
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
                     max_concurrent_invocations_per_instance=config.max_concurrent_invocations_per_instance

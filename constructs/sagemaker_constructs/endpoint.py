@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aws_cdk import Stack
@@ -16,12 +17,13 @@ from .packaged_model import PackagedModel
 from .rollout import blue_green_deployment
 from .scaling import ScalableVariantAttribute
 from .settings import MonitoringConfig, RolloutConfig
+from .settings.experiments import DEFAULT_VARIANT_NAME
 
 ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
 
 # Stable across updates: blue/green deployments need the same variant name in the old and the new
 # endpoint config, and scaling targets and metrics keep pointing at the same variant.
-VARIANT_NAME = "AllTraffic"
+VARIANT_NAME = DEFAULT_VARIANT_NAME
 MAX_ENDPOINT_NAME_LENGTH = 63
 
 
@@ -108,17 +110,26 @@ class InferenceEndpoint(Construct):
 
     def _create_endpoint(
         self,
-        variant: sagemaker.CfnEndpointConfig.ProductionVariantProperty,
+        variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty],
         *,
         autoscaled: bool,
         async_inference_config: sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None = None,
         deployment_config: sagemaker.CfnEndpoint.DeploymentConfigProperty | None = None,
+        data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
+        shadow_variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty] = (),
+        execution_role_arn: str | None = None,
+        apply_on_update: Sequence[str] = (),
     ) -> None:
+        """`apply_on_update`: variant properties (`DesiredWeight`, `DataCaptureConfig`) an update
+        takes from the new config even though `autoscaled` retains the others (the instance count)."""
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
-            production_variants=[variant],
+            production_variants=list(variants),
+            shadow_production_variants=list(shadow_variants) or None,
             async_inference_config=async_inference_config,
+            data_capture_config=data_capture_config,
+            execution_role_arn=execution_role_arn,
         )
         self.endpoint = sagemaker.CfnEndpoint(
             self,
@@ -128,18 +139,30 @@ class InferenceEndpoint(Construct):
             deployment_config=deployment_config,
             # An update would otherwise reset an autoscaled instance count to the initial count.
             retain_all_variant_properties=True if autoscaled else None,
+            exclude_retained_variant_properties=[
+                sagemaker.CfnEndpoint.VariantPropertyProperty(variant_property_type=name)
+                for name in apply_on_update
+            ]
+            if autoscaled and apply_on_update
+            else None,
         )
         self.endpoint_arn = self.endpoint.ref
 
     def _auto_scale(
-        self, attribute: type[ScalableT], construct_id: str, *, min_capacity: int, max_capacity: int
+        self,
+        attribute: type[ScalableT],
+        construct_id: str,
+        *,
+        min_capacity: int,
+        max_capacity: int,
+        variant_name: str | None = None,
     ) -> ScalableT:
         scalable = attribute(
             self,
             construct_id,
             # The literal name, so a diff shows the target move to a new endpoint (a replacement) ...
             endpoint_name=self.endpoint_name,
-            variant_name=self.variant_name,
+            variant_name=variant_name or self.variant_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,
         )

@@ -1,6 +1,7 @@
 """What an `ml.*` instance type implies for this project's images and scaling."""
 
 import re
+from dataclasses import dataclass
 
 INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.([a-z][a-z0-9-]*)\.([a-z0-9]+)$")
 
@@ -45,3 +46,62 @@ def is_arm(instance_type: str) -> bool:
     """Graviton or Grace (arm64) hosts."""
     name = family(instance_type)
     return GRAVITON_FAMILY.match(name) is not None or GRACE_FAMILY.search(name) is not None
+
+
+@dataclass(frozen=True)
+class InstanceResources:
+    """What one instance offers an inference component: vCPUs, memory and GPUs."""
+
+    vcpus: int
+    memory_mib: int
+    gpus: int
+
+
+def _sizes(family_name: str, table: dict[str, tuple[int, int, int]]) -> dict[str, InstanceResources]:
+    return {
+        f"ml.{family_name}.{size}": InstanceResources(vcpus, memory_gib * 1024, gpus)
+        for size, (vcpus, memory_gib, gpus) in table.items()
+    }
+
+
+# vCPUs, memory (GiB) and NVIDIA GPUs of the types inference components may use here (SageMaker's
+# instance-type pages). Components are placed by these numbers, so a type missing here is refused
+# rather than guessed.
+_G_SIZES = {
+    "xlarge": (4, 16, 1),
+    "2xlarge": (8, 32, 1),
+    "4xlarge": (16, 64, 1),
+    "8xlarge": (32, 128, 1),
+    "12xlarge": (48, 192, 4),
+    "16xlarge": (64, 256, 1),
+}
+_G_LARGE_SIZES = {**_G_SIZES, "24xlarge": (96, 384, 4), "48xlarge": (192, 768, 8)}
+INSTANCE_RESOURCES: dict[str, InstanceResources] = {
+    **_sizes("g4dn", _G_SIZES),
+    **_sizes("g5", _G_LARGE_SIZES),
+    **_sizes("g6", _G_LARGE_SIZES),
+    **_sizes("p4d", {"24xlarge": (96, 1152, 8)}),
+    **_sizes("p5", {"48xlarge": (192, 2048, 8)}),
+    **_sizes(
+        "m5",
+        {
+            "large": (2, 8, 0),
+            "xlarge": (4, 16, 0),
+            "2xlarge": (8, 32, 0),
+            "4xlarge": (16, 64, 0),
+            "12xlarge": (48, 192, 0),
+            "24xlarge": (96, 384, 0),
+        },
+    ),
+    **_sizes(
+        "c5",
+        {
+            "large": (2, 4, 0),
+            "xlarge": (4, 8, 0),
+            "2xlarge": (8, 16, 0),
+            "4xlarge": (16, 32, 0),
+            "9xlarge": (36, 72, 0),
+            "18xlarge": (72, 144, 0),
+        },
+    ),
+}

@@ -1,56 +1,153 @@
-"""Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero)."""
+"""Real-time endpoint: GPU instances behind InvokeEndpoint, scaled on invocations (never to zero).
+
+Optionally an experiment: weighted production variants (A/B), each with its own registered version
+and autoscaling, or one production variant with a shadow variant; and data capture.
+"""
+
+import hashlib
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from .endpoint import InferenceEndpoint, instance_variant
+from .data_capture import data_capture_config
+from .endpoint import VARIANT_NAME, InferenceEndpoint, endpoint_name, instance_variant
+from .monitoring import EndpointAlarms, EndpointMetrics
 from .packaged_model import PackagedModel
+from .rollout import blue_green_deployment
 from .scaling import ScalableInstanceCount
-from .settings import MonitoringConfig, RealtimeConfig
+from .settings import MonitoringConfig, RealtimeConfig, RealtimeScaling, VariantPlan
+from .storage import ArtifactStore
 
 
 class RealtimeEndpoint(InferenceEndpoint):
+    """One variant per `config.production_variants()` (plus `config.shadow_variant()`).
+
+    `model` serves every variant not named in `models` (by default the one `AllTraffic` variant);
+    `models` maps variant names, the shadow's included, to the model that variant deploys.
+    `store` receives the data capture; it is needed only when `config.data_capture` is set.
+    """
+
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        model: PackagedModel,
+        model: PackagedModel | None = None,
         config: RealtimeConfig,
+        models: Mapping[str, PackagedModel] | None = None,
+        store: ArtifactStore | None = None,
         name_prefix: str | None = None,
         monitoring: MonitoringConfig | None = None,
         alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
-        self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
-        self._monitor("realtime", monitoring, alarm_topic)
-        self._create_endpoint(
-            instance_variant(
-                model,
-                instance_type=config.instance_type,
-                initial_instance_count=config.initial_instance_count,
+        models = dict(models or {})
+        capture = None
+        if config.data_capture is not None:
+            if store is None:
+                raise ValueError("data capture needs the artifact store that receives it")
+            capture = data_capture_config(store, store.REALTIME_CAPTURE_PREFIX, config.data_capture)
+
+        def variant(plan: VariantPlan):
+            chosen = models.get(plan.name, model)
+            if chosen is None:
+                raise ValueError(f"no model for variant {plan.name!r}")
+            return instance_variant(
+                chosen,
+                instance_type=plan.instance_type,
+                initial_instance_count=plan.initial_instance_count,
                 inference_ami_version=config.inference_ami_version,
                 container_startup_health_check_timeout_seconds=(
                     config.container_startup_health_check_timeout_seconds
                 ),
                 model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
-            ),
-            autoscaled=config.scaling is not None,
-            deployment_config=self._deployment(config.rollout),
-        )
-        self.scaling: ScalableInstanceCount | None = None
-        if config.scaling is not None:
-            self.scaling = self.auto_scale_instance_count(
-                min_capacity=config.scaling.min_capacity, max_capacity=config.scaling.max_capacity
-            )
-            self.scaling.scale_on_invocations(
-                invocations_per_instance=config.scaling.target_invocations_per_instance,
-                scale_in_cooldown=Duration.seconds(config.scaling.scale_in_cooldown_seconds),
-                scale_out_cooldown=Duration.seconds(config.scaling.scale_out_cooldown_seconds),
+                variant_name=plan.name,
+                initial_variant_weight=plan.weight,
             )
 
-    def auto_scale_instance_count(self, *, min_capacity: int, max_capacity: int) -> ScalableInstanceCount:
+        plans = config.production_variants()
+        shadow = config.shadow_variant()
+        self.variant_names = [plan.name for plan in plans]
+        self.shadow_variant_name = None if shadow is None else shadow.name
+        self._name_experiment_endpoint(plans)
+        self._monitor_variants(monitoring, alarm_topic)
+        self._create_endpoint(
+            [variant(plan) for plan in plans],
+            autoscaled=any(plan.scaling is not None for plan in plans),
+            deployment_config=blue_green_deployment(
+                config.rollout,
+                [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback],
+            ),
+            data_capture_config=capture,
+            shadow_variants=[] if shadow is None else [variant(shadow)],
+            # Retaining the autoscaled instance counts must not keep old weights or capture settings.
+            apply_on_update=[
+                *(["DesiredWeight"] if config.variants is not None or shadow is not None else []),
+                *(["DataCaptureConfig"] if capture is not None else []),
+            ],
+        )
+        # Per production variant; `scaling` is the default variant's (None in an A/B test).
+        self.variant_scaling: dict[str, ScalableInstanceCount] = {}
+        for plan in plans:
+            if plan.scaling is not None:
+                self.variant_scaling[plan.name] = self._scale_variant(plan.name, plan.scaling)
+        self.scaling: ScalableInstanceCount | None = self.variant_scaling.get(VARIANT_NAME)
+
+    def _monitor_variants(self, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None) -> None:
+        """Metrics of every variant (the shadow's too, for the dashboard) and alarms on each
+        production variant; a deployment rolls back on any production variant's rollback alarms.
+        The shadow is not alarmed: callers never get its answers."""
+        if self.variant_names == [VARIANT_NAME]:
+            self._monitor("realtime", monitoring, alarm_topic)
+            self.variant_alarms = {} if self.alarms is None else {VARIANT_NAME: self.alarms}
+        else:
+            self.metrics = EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime")
+            self.alarms = None
+            self.variant_alarms: dict[str, EndpointAlarms] = {}
+            if monitoring is not None and monitoring.enabled:
+                for name in self.variant_names:
+                    self.variant_alarms[name] = EndpointAlarms(
+                        self,
+                        f"{name}Alarms",
+                        metrics=EndpointMetrics(self.endpoint_name, name, "realtime"),
+                        thresholds=monitoring.alarms,
+                        topic=alarm_topic,
+                    )
+        names = [*self.variant_names, *filter(None, [self.shadow_variant_name])]
+        self.variant_metrics = {name: EndpointMetrics(self.endpoint_name, name, "realtime") for name in names}
+
+    def _name_experiment_endpoint(self, plans: list[VariantPlan]) -> None:
+        """One variant: `endpoint_name`'s rule. Several: the name ends in a hash of each autoscaled
+        variant's instance type, so changing any of them makes a new endpoint, as it must."""
+        autoscaled = [f"{plan.name}={plan.instance_type}" for plan in plans if plan.scaling is not None]
+        if len(plans) == 1 or not autoscaled:
+            self._name_endpoint(instance_type=plans[0].instance_type, autoscaled=bool(autoscaled))
+            return
+        digest = hashlib.sha256(",".join(autoscaled).encode()).hexdigest()[:8]
+        self.endpoint_name = endpoint_name(f"{self.name_prefix}-{digest}")
+
+    def _scale_variant(self, variant_name: str, scaling: RealtimeScaling) -> ScalableInstanceCount:
+        scalable = self.auto_scale_instance_count(
+            min_capacity=scaling.min_capacity, max_capacity=scaling.max_capacity, variant_name=variant_name
+        )
+        scalable.scale_on_invocations(
+            invocations_per_instance=scaling.target_invocations_per_instance,
+            scale_in_cooldown=Duration.seconds(scaling.scale_in_cooldown_seconds),
+            scale_out_cooldown=Duration.seconds(scaling.scale_out_cooldown_seconds),
+        )
+        return scalable
+
+    def auto_scale_instance_count(
+        self, *, min_capacity: int, max_capacity: int, variant_name: str = VARIANT_NAME
+    ) -> ScalableInstanceCount:
+        # The default variant keeps its original construct id, so its scaling resources keep theirs.
+        construct_id = "InstanceCount" if variant_name == VARIANT_NAME else f"{variant_name}InstanceCount"
         return self._auto_scale(
-            ScalableInstanceCount, "InstanceCount", min_capacity=min_capacity, max_capacity=max_capacity
+            ScalableInstanceCount,
+            construct_id,
+            min_capacity=min_capacity,
+            max_capacity=max_capacity,
+            variant_name=variant_name,
         )

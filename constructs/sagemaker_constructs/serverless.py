@@ -27,15 +27,17 @@ class ServerlessEndpoint(InferenceEndpoint):
         self._name_endpoint(instance_type=None, autoscaled=False)
         self._monitor("serverless", monitoring, alarm_topic)
         self._create_endpoint(
-            sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=VARIANT_NAME,
-                model_name=model.model_name,
-                serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
-                    memory_size_in_mb=config.memory_size_mb,
-                    max_concurrency=config.max_concurrency,
-                    provisioned_concurrency=config.provisioned_concurrency,
-                ),
-            ),
+            [
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=model.model_name,
+                    serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                        memory_size_in_mb=config.memory_size_mb,
+                        max_concurrency=config.max_concurrency,
+                        provisioned_concurrency=config.provisioned_concurrency,
+                    ),
+                )
+            ],
             autoscaled=False,
             deployment_config=self._deployment(config.rollout),
         )

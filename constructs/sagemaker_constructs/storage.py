@@ -28,6 +28,8 @@ class ArtifactStore(Construct):
     # Model versions registered outside this app (`d2sm register` uploads them here), so a version
     # pinned in config can be deployed: the execution role reads this prefix.
     MODELS_PREFIX = "models"
+    REALTIME_CAPTURE_PREFIX = "capture/realtime"
+    ASYNC_CAPTURE_PREFIX = "capture/async"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)

@@ -15,6 +15,8 @@ from stacks import build_stacks
 from .cfn import flatten
 from .conftest import REPO_ROOT, cdk_app, cdk_json_context, synthesize
 
+# Every config/<env>.json the repository ships, as the "available" list names them.
+SHIPPED_ENVIRONMENTS = sorted(path.stem for path in (REPO_ROOT / "config").glob("*.json"))
 MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless"]
 
 
@@ -93,7 +95,7 @@ def test_app_py_reports_a_bad_config_as_one_message_and_exit_status_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: invalid configuration (-c env=no-such-env):",
-        "  - env: no config/no-such-env.json; available: dev, prod",
+        f"  - env: no config/no-such-env.json; available: {', '.join(SHIPPED_ENVIRONMENTS)}",
     ]
 
 

@@ -21,7 +21,17 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
-from .endpoints import AsyncConfig, AsyncObjectExpiry, AsyncScaling, RealtimeConfig, RealtimeScaling
+from .capture import DataCaptureConfig
+from .endpoints import (
+    AsyncConfig,
+    AsyncObjectExpiry,
+    AsyncScaling,
+    RealtimeConfig,
+    RealtimeScaling,
+    VariantConfig,
+)
+from .experiments import ShadowConfig, VariantPlan
+from .inference_components import CopyScaling, InferenceComponentsConfig
 from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .monitoring import AlarmThresholds, LatencyThresholds, MonitoringConfig
 from .rollout import CapacitySize, RolloutConfig
@@ -55,7 +65,11 @@ class AppConfig(Section):
     def deployed_versions(self) -> dict[str, ModelVersion]:
         """Field path -> the registered version it deploys, for every enabled mode (batch included)."""
         modes = {**self.endpoint_modes(), **({"batch": self.batch} if self.batch.enabled else {})}
-        return {f"{key}.model_version": mode.model_version for key, mode in modes.items()}
+        versions = {f"{key}.model_version": mode.model_version for key, mode in modes.items()}
+        if self.realtime.enabled:
+            # Real-time variants and the shadow may each pin their own version.
+            versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
+        return versions
 
     def _rollback_problems(self) -> list[tuple[str, str]]:
         if self.monitoring.enabled:
@@ -163,6 +177,9 @@ __all__ = [
     "MonitoringConfig",
     "RolloutConfig",
     "BatchConfig",
+    "CopyScaling",
+    "DataCaptureConfig",
+    "InferenceComponentsConfig",
     "CURRENT",
     "ConfigError",
     "FieldProblems",
@@ -180,6 +197,9 @@ __all__ = [
     "RealtimeConfig",
     "RealtimeScaling",
     "SERVERLESS_MEMORY_SIZES_MB",
+    "ShadowConfig",
+    "VariantConfig",
+    "VariantPlan",
     "ServerlessConfig",
     "load_config",
 ]

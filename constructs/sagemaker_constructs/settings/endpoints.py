@@ -8,6 +8,15 @@ from pydantic import Field, field_validator, model_validator
 
 from ..instance_types import is_burstable
 from .base import FieldProblems, InstanceType, Seconds, Section, between
+from .capture import DataCaptureConfig
+from .experiments import (
+    DEFAULT_VARIANT_NAME,
+    MAX_PRODUCTION_VARIANTS,
+    ShadowConfig,
+    VariantName,
+    VariantPlan,
+)
+from .inference_components import InferenceComponentsConfig
 from .rollout import RolloutConfig, rollout_problems
 from .versions import ModelVersion, ModelVersionField
 
@@ -53,6 +62,18 @@ class RealtimeScaling(_Scaling):
         return value
 
 
+class VariantConfig(Section):
+    """One weighted production variant of an A/B test. Unset fields take the real-time section's
+    value; `scaling` set to null turns autoscaling off for this variant only."""
+
+    name: VariantName
+    weight: Annotated[float, between(0, 1000)]
+    model_version: ModelVersionField | None = None
+    instance_type: InstanceType | None = None
+    initial_instance_count: Annotated[int, between(1, 100)] | None = None
+    scaling: RealtimeScaling | None = None
+
+
 class AsyncScaling(_Scaling):
     """Scale on the backlog; MinCapacity 0 scales back up through the HasBacklogWithoutCapacity alarm."""
 
@@ -89,10 +110,17 @@ class _InstanceMode(Section):
     container_startup_health_check_timeout_seconds: Annotated[int, between(60, 3600)] = 900
     model_data_download_timeout_seconds: Annotated[int, between(60, 3600)] = 900
 
+    data_capture: DataCaptureConfig | None = None
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
-    def _scalable_instance(self) -> _InstanceMode:
+    def _cross_field(self) -> _InstanceMode:
+        problems = self.cross_field_problems()
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
         problems = []
         if self.scaling is not None and is_burstable(self.instance_type):
             problems.append(
@@ -102,10 +130,7 @@ class _InstanceMode(Section):
                     f"type or set scaling to null (got {self.instance_type!r})",
                 )
             )
-        problems += rollout_problems(self.rollout, **self.instance_range())
-        if problems:
-            raise FieldProblems(problems)
-        return self
+        return problems + rollout_problems(self.rollout, **self.instance_range())
 
     def instance_range(self) -> dict:
         """The fewest and most instances the variant may run while a deployment starts."""
@@ -121,9 +146,187 @@ class _InstanceMode(Section):
 
 class RealtimeConfig(_InstanceMode):
     scaling: RealtimeScaling | None = Field(default_factory=RealtimeScaling)
+    # Set: the model runs as an inference component that can scale to zero (see
+    # inference_components.py); null: the classic variant, instance-count scaling, never zero.
+    inference_components: InferenceComponentsConfig | None = None
+
+    # Set: weighted production variants (A/B), each deploying its own registered version.
+    variants: list[VariantConfig] | None = None
+    # Set: a shadow variant receiving a copy of the production traffic.
+    shadow: ShadowConfig | None = None
+
+    def instance_range(self) -> dict:
+        """As for one variant, or an A/B test's smallest and largest variant."""
+        if self.variants is None or not self.variants:
+            return super().instance_range()
+        ranges = [
+            (plan.scaling.min_capacity, plan.scaling.max_capacity)
+            if plan.scaling is not None
+            else (plan.initial_instance_count, plan.initial_instance_count)
+            for plan in self.production_variants()
+        ]
+        return {
+            "fewest": min(low for low, _ in ranges),
+            "most": max(high for _, high in ranges),
+            "counted_by": "the smallest variant's scaling.min_capacity or initial_instance_count",
+        }
+
+    def _experiment_problems(self) -> list[tuple[str, str]]:
+        return _experiment_problems_of(self)
+
+    def production_variants(self) -> list[VariantPlan]:
+        """The production variants to deploy, defaults resolved (one `AllTraffic` without `variants`)."""
+        if self.variants is None:
+            return [
+                VariantPlan(
+                    DEFAULT_VARIANT_NAME,
+                    1.0,
+                    self.model_version,
+                    self.instance_type,
+                    self.initial_instance_count,
+                    self.scaling,
+                )
+            ]
+        return [
+            VariantPlan(
+                variant.name,
+                variant.weight,
+                variant.model_version or self.model_version,
+                variant.instance_type or self.instance_type,
+                variant.initial_instance_count or self.initial_instance_count,
+                variant.scaling if "scaling" in variant.model_fields_set else self.scaling,
+            )
+            for variant in self.variants
+        ]
+
+    def shadow_variant(self) -> VariantPlan | None:
+        """The shadow variant; its weight relative to the one production variant's (1) is the
+        fraction of calls SageMaker copies to it."""
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        production_weight = self.production_variants()[0].weight
+        return VariantPlan(
+            shadow.name,
+            production_weight * shadow.sampling_percentage / 100,
+            shadow.model_version or self.model_version,
+            shadow.instance_type or self.instance_type,
+            shadow.initial_instance_count,
+            None,
+        )
+
+    def deployed_versions(self) -> dict[str, ModelVersion]:
+        """Field path (within this section) -> version, for each field that picks a version."""
+        versions = {"model_version": self.model_version}
+        for index, variant in enumerate(self.variants or []):
+            if variant.model_version is not None:
+                versions[f"variants.{index}.model_version"] = variant.model_version
+        if self.shadow is not None and self.shadow.model_version is not None:
+            versions["shadow.model_version"] = self.shadow.model_version
+        return versions
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        components = self.inference_components
+        if components is None:
+            return super().cross_field_problems() + self._experiment_problems()
+        problems = []
+        if self.scaling is not None:
+            problems.append(
+                (
+                    "scaling",
+                    "must be null with inference_components: instances follow the copies through "
+                    "managed instance scaling (inference_components.max_instance_count), and copies "
+                    "scale with inference_components.scaling; SageMaker does not autoscale the "
+                    "instance count of a variant that hosts inference components",
+                )
+            )
+        for field in ("variants", "shadow"):
+            if getattr(self, field) is not None:
+                problems.append(
+                    (
+                        field,
+                        "must be null with inference_components: this project runs one model as one "
+                        "component on a single variant; SageMaker's shadow tests and weighted variants "
+                        "route between model-based variants",
+                    )
+                )
+        if self.data_capture is not None:
+            problems.append(
+                (
+                    "data_capture",
+                    "must be null with inference_components: this project captures data on "
+                    "model-based variants only (the classic real-time variant and async)",
+                )
+            )
+        if self.rollout.traffic_routing != "ALL_AT_ONCE":
+            problems.append(
+                (
+                    "rollout.traffic_routing",
+                    "must be ALL_AT_ONCE with inference_components: the endpoint may run 0 instances "
+                    "and a new model version updates the component, not the endpoint "
+                    f"(got {self.rollout.traffic_routing!r})",
+                )
+            )
+        return problems + components.problems_on(self.instance_type)
 
 
 class AsyncConfig(_InstanceMode):
     max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] = 4
     expire_after_days: AsyncObjectExpiry = Field(default_factory=AsyncObjectExpiry)
     scaling: AsyncScaling | None = Field(default_factory=AsyncScaling)
+
+
+def _experiment_problems_of(config: RealtimeConfig) -> list[tuple[str, str]]:
+    problems = []
+    variants = config.variants
+    if variants is not None:
+        if not 1 <= len(variants) <= MAX_PRODUCTION_VARIANTS:
+            problems.append(
+                (
+                    "variants",
+                    f"must list 1 to {MAX_PRODUCTION_VARIANTS} variants (SageMaker's limit per endpoint), "
+                    f"or be null for one variant (got {len(variants)})",
+                )
+            )
+        names = [variant.name for variant in variants]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            problems.append(
+                ("variants", f"names must be unique (got {', '.join(duplicates)} more than once)")
+            )
+        if variants and sum(variant.weight for variant in variants) <= 0:
+            problems.append(
+                (
+                    "variants",
+                    "weights must give a positive total: SageMaker routes each call by weight / total "
+                    f"(got {', '.join(f'{v.name}={v.weight:g}' for v in variants)})",
+                )
+            )
+        for index, plan in enumerate(config.production_variants()):
+            if plan.scaling is not None and is_burstable(plan.instance_type):
+                problems.append(
+                    (
+                        f"variants.{index}.instance_type",
+                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable type or "
+                        f"set this variant's scaling to null (got {plan.instance_type!r})",
+                    )
+                )
+    shadow = config.shadow
+    if shadow is not None:
+        if variants is not None and len(variants) > 1:
+            problems.append(
+                (
+                    "shadow",
+                    "SageMaker allows a shadow variant only beside exactly one production variant: "
+                    f"remove shadow or keep one entry in variants (got {len(variants)} variants)",
+                )
+            )
+        production_names = [plan.name for plan in config.production_variants()]
+        if shadow.name in production_names:
+            problems.append(
+                (
+                    "shadow.name",
+                    f"must differ from the production variant names {production_names} (got {shadow.name!r})",
+                )
+            )
+    return problems

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 
 from .base import FieldProblems, Section, between, one_of
+from .capture import refuse_data_capture_on_serverless
 from .rollout import RolloutConfig
 from .versions import ModelVersion, ModelVersionField
 
@@ -44,6 +45,12 @@ class ServerlessConfig(Section):
                     )
                 ]
             )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_data_capture(cls, data: Any) -> Any:
+        refuse_data_capture_on_serverless(data)
         return data
 
     @model_validator(mode="after")
