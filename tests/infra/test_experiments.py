@@ -283,13 +283,17 @@ def test_the_execution_role_writes_and_reads_captures_under_the_capture_prefix_w
         if "s3:GetObject" in as_list(s["Action"])
         for r in as_list(s["Resource"])
     ]
-    # The model tarball, and the captures; nothing of async or batch, which are off.
-    assert reads == [
-        "arn:<AWS::Partition>:s3:::replace-with-your-bucket/detectron2/model.tar.gz",
-        f"{bucket}/capture/realtime/*",
-    ]
+    # The model tarball, registered versions' tarballs, and the captures; nothing of async or batch,
+    # which are off.
+    assert sorted(reads) == sorted(
+        [
+            "arn:<AWS::Partition>:s3:::replace-with-your-bucket/detectron2/model.tar.gz",
+            f"{bucket}/models/*",
+            f"{bucket}/capture/realtime/*",
+        ]
+    )
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["capture/realtime/*"]}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["models/*", "capture/realtime/*"]}}
 
 
 def test_captured_objects_expire_after_the_configured_days(ab):
@@ -362,6 +366,7 @@ def test_the_capture_prefix_wildcard_is_the_only_new_acknowledgement(ab):
             "/Detectron2AbTest-Shared/Artifacts/AccessLogs Annotation::AwsSolutions-S1",
             f"{prefix}*]",
             f"{prefix}arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*]",
+            f"{prefix}{bucket}/models/*]",
             f"{prefix}{bucket}/capture/realtime/*]",
         ]
     )
