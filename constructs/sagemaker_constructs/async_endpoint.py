@@ -76,7 +76,7 @@ class AsyncEndpoint(InferenceEndpoint):
             apply_on_update=[] if config.data_capture is None else ["DataCaptureConfig"],
             async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
-                    max_concurrent_invocations_per_instance=config.max_concurrent_invocations_per_instance
+                    max_concurrent_invocations_per_instance=config.concurrent_invocations_per_instance
                 ),
                 output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
                     s3_output_path=self.output_uri,

@@ -105,3 +105,10 @@ INSTANCE_RESOURCES: dict[str, InstanceResources] = {
         },
     ),
 }
+
+
+def model_copies(instance_type: str) -> int:
+    """How many model copies the container loads on this type: one per GPU, one on CPU (and on a
+    type missing from INSTANCE_RESOURCES)."""
+    resources = INSTANCE_RESOURCES.get(instance_type)
+    return max(1, resources.gpus) if resources is not None else 1

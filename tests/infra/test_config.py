@@ -39,7 +39,9 @@ def test_defaults_synthesize_anywhere_and_match_the_documented_values():
     assert config.realtime.scaling.target_invocations_per_instance == 100
     assert config.async_.instance_type == "ml.g5.xlarge"
     assert (config.async_.scaling.min_capacity, config.async_.scaling.max_capacity) == (0, 2)
-    assert config.async_.max_concurrent_invocations_per_instance == 4
+    # Two per model copy: ml.g5.xlarge has one GPU.
+    assert config.async_.max_concurrent_invocations_per_instance is None
+    assert config.async_.concurrent_invocations_per_instance == 2
     assert (config.serverless.memory_size_mb, config.serverless.max_concurrency) == (6144, 5)
     assert config.serverless.provisioned_concurrency is None
     assert config.batch.instance_type == "ml.g4dn.xlarge"
@@ -358,3 +360,19 @@ def test_async_object_expiry_days(tmp_path):
         {"async": {"expire_after_days": {"failure": 0}}},
         "async.expire_after_days.failure: must be between 1 and 3650 (got 0)",
     )
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "invocations"),
+    [("ml.g5.xlarge", 2), ("ml.g5.12xlarge", 8), ("ml.p4d.24xlarge", 16), ("ml.c5.xlarge", 2)],
+)
+def test_async_concurrency_defaults_to_two_per_model_copy(tmp_path, instance_type, invocations):
+    config = load(tmp_path, {"async": {"instance_type": instance_type}})
+    assert config.async_.concurrent_invocations_per_instance == invocations
+
+
+def test_async_concurrency_set_in_config_wins(tmp_path):
+    config = load(
+        tmp_path, {"async": {"instance_type": "ml.g5.12xlarge", "max_concurrent_invocations_per_instance": 3}}
+    )
+    assert config.async_.concurrent_invocations_per_instance == 3

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..instance_types import is_burstable
+from ..instance_types import is_burstable, model_copies
 from .base import FieldProblems, InstanceType, Seconds, Section, between
 from .capture import DataCaptureConfig
 from .experiments import (
@@ -271,9 +271,18 @@ class RealtimeConfig(_InstanceMode):
 
 
 class AsyncConfig(_InstanceMode):
-    max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] = 4
+    # null: 2 per model copy the container loads (one per GPU): one running, one being decoded or
+    # encoded. More only moves the queue from SageMaker's backlog, which scaling watches, into the
+    # container.
+    max_concurrent_invocations_per_instance: Annotated[int, between(1, 1000)] | None = None
     expire_after_days: AsyncObjectExpiry = Field(default_factory=AsyncObjectExpiry)
     scaling: AsyncScaling | None = Field(default_factory=AsyncScaling)
+
+    @property
+    def concurrent_invocations_per_instance(self) -> int:
+        if self.max_concurrent_invocations_per_instance is not None:
+            return self.max_concurrent_invocations_per_instance
+        return 2 * model_copies(self.instance_type)
 
 
 def _experiment_problems_of(config: RealtimeConfig) -> list[tuple[str, str]]:
