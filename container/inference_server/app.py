@@ -221,7 +221,9 @@ class ModelServer:
                     prediction = await pool.run(ticket, lambda model: handlers.predict(data, model, context))
                     payload, response_type = await self._on_codec_thread(handlers.encode, prediction, context)
                     # After the response is built, off the event loop and the model thread; not once
-                    # the server is shutting down (the executor then takes nothing new).
+                    # the server is shutting down (the executor then takes nothing new). The request's
+                    # body, image and prediction are dropped first so the trim can return them too.
+                    del body, data, prediction
                     with contextlib.suppress(RuntimeError):
                         self._codec_threads.submit(return_freed_memory)
             except TimeoutError:
