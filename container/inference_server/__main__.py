@@ -15,6 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
+from inference_server import allocator
 from inference_server.app import create_app
 from inference_server.settings import Settings, SettingsError
 
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Before uvicorn, torch or any thread starts: a thread that has allocated keeps its own arena.
+    allocator.apply(settings.heap_policy)
 
     load_failed = False
 

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -62,32 +59,6 @@ DRAIN_LIMIT_BYTES = 64 * MIB
 BODY_IDLE_TIMEOUT_S = 10
 # A noise image of a typical photo size: the warm-up runs every stage of the model once.
 WARMUP_SHAPE = (480, 640, 3)
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-_trimming = threading.Lock()
-
-
-def return_freed_memory() -> None:
-    """Give the heap pages an inference freed back to the OS.
-
-    An inference frees hundreds of MiB of tensors and decoded images; glibc keeps most of that in its
-    heaps (large blocks stop being mmapped once the adaptive threshold has grown), so RSS under load
-    drifted up by ~16% while the Python objects stayed constant; malloc_trim returns it.
-    """
-    if _MALLOC_TRIM is not None and _trimming.acquire(blocking=False):
-        try:
-            _MALLOC_TRIM(0)
-        finally:
-            _trimming.release()
 
 
 class ModelServer:
@@ -171,7 +142,7 @@ class ModelServer:
         self.handlers, self.pool = handlers, pool
         logger.info(
             "model loaded from %s in %.2f s: %d cop%s (%s), mixed precision %s; %s mode, request limit "
-            "%d bytes, timeout %d s, max image pixels %d, %s",
+            "%d bytes, timeout %d s, max image pixels %d, heap policy %s, %s",
             self.settings.model_dir,
             time.perf_counter() - started,
             len(pool.copies),
@@ -182,6 +153,7 @@ class ModelServer:
             self.settings.max_request_bytes,
             self.settings.request_timeout_s,
             self.settings.max_image_pixels,
+            self.settings.heap_policy,
             f"refusing what cannot finish in time, max queue depth {policy.max_queue_depth}"
             if policy.refuse_late
             else "no queue limit",
@@ -220,12 +192,6 @@ class ModelServer:
                     data = await self._on_codec_thread(handlers.decode, body, context)
                     prediction = await pool.run(ticket, lambda model: handlers.predict(data, model, context))
                     payload, response_type = await self._on_codec_thread(handlers.encode, prediction, context)
-                    # After the response is built, off the event loop and the model thread; not once
-                    # the server is shutting down (the executor then takes nothing new). The request's
-                    # body, image and prediction are dropped first so the trim can return them too.
-                    del body, data, prediction
-                    with contextlib.suppress(RuntimeError):
-                        self._codec_threads.submit(return_freed_memory)
             except TimeoutError:
                 raise RequestTimedOut(
                     f"the request took over {timeout_s} s (REQUEST_TIMEOUT_S) waiting for and running the "

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from inference_server.allocator import HeapPolicy
+
 T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_PORT = 8080
@@ -91,6 +93,7 @@ class Settings:
     model_copies: int | None = None  # None: one per visible GPU, one on CPU
     mixed_precision: MixedPrecision = MixedPrecision.OFF
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
+    heap_policy: HeapPolicy = HeapPolicy.RETAIN
 
     @property
     def refuses_late_requests(self) -> bool:
@@ -157,6 +160,7 @@ class Settings:
             model_copies=reader.integer("MODEL_COPIES", None, minimum=1, maximum=MAX_MODEL_COPIES),
             mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
             max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
+            heap_policy=reader.choice("HEAP_POLICY", HeapPolicy, HeapPolicy.RETAIN),
         )
         if port is not None and not 1 <= port <= 65535:
             reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")

@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from inference_server.allocator import HeapPolicy
 from inference_server.settings import (
     MIB,
     BatchRecordErrors,
@@ -86,6 +87,11 @@ def test_model_copies_precision_and_queue_defaults():
     assert (chosen.model_copies, chosen.mixed_precision, chosen.max_queue_depth) == (2, "bf16", 8)
 
 
+def test_the_heap_keeps_freed_inference_memory_unless_told_to_release_it():
+    assert load({}).heap_policy is HeapPolicy.RETAIN
+    assert load({"HEAP_POLICY": "release"}).heap_policy is HeapPolicy.RELEASE
+
+
 @pytest.mark.parametrize(
     ("mode", "refuses"), [("realtime", True), ("serverless", True), ("async", False), ("batch", False)]
 )
@@ -150,6 +156,7 @@ def test_overrides_and_flag_precedence():
         ({"MODEL_COPIES": "all"}, "MODEL_COPIES='all' is invalid; allowed: an integer in 1..64"),
         ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION='fp8' is invalid; allowed: off | fp16 | bf16"),
         ({"MAX_QUEUE_DEPTH": "0"}, "MAX_QUEUE_DEPTH='0' is invalid; allowed: an integer >= 1"),
+        ({"HEAP_POLICY": "trim"}, "HEAP_POLICY='trim' is invalid; allowed: retain | release"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_allowed_values(env, message):
