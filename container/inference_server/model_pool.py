@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -174,20 +175,24 @@ class ModelPool:
             loaded.set_exception(error)
             return
         while (job := self._next_job(copy)) is not None:
-            started = time.monotonic()
-            try:
-                with copy.precision():
-                    result = job.function(copy.model)
-            except BaseException as error:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(result)
-                with self._changed:
-                    self.estimate.add(time.monotonic() - started)
-            finally:
-                with self._changed:
-                    copy.busy_since = None
-                    copy.inferences += 1
+            self._run_job(copy, job)
+            del job  # the answered request's prediction is not kept while the copy waits for the next
+
+    def _run_job(self, copy: ModelCopy, job: _Job) -> None:
+        started = time.monotonic()
+        try:
+            with copy.precision():
+                result = job.function(copy.model)
+        except BaseException as error:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+            with self._changed:
+                self.estimate.add(time.monotonic() - started)
+        finally:
+            with self._changed:
+                copy.busy_since = None
+                copy.inferences += 1
 
     # Admission -------------------------------------------------------------------------------------
 
@@ -262,8 +267,14 @@ class ModelPool:
         return await asyncio.wrap_future(job.future)
 
     def _forget_if_cancelled(self, job: _Job) -> Callable[[Future], None]:
+        # A weak reference: the future keeps its callbacks, and a callback holding the job (which
+        # holds the future) made a reference cycle that kept every answered request's prediction
+        # alive until a full garbage collection (+370 MiB of native memory under 16 clients).
+        job_ref = weakref.ref(job)
+
         def forget(future: Future) -> None:
-            if not future.cancelled():
+            job = job_ref()
+            if job is None or not future.cancelled():
                 return
             with self._changed:
                 if job in self._queue:

@@ -4,8 +4,11 @@ behaviour over real HTTP with a real model is in test_overload.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
+import time
+import weakref
 
 import pytest
 import torch
@@ -124,6 +127,33 @@ def test_two_copies_take_requests_from_one_queue_in_parallel():
 
     assert sorted(asyncio.run(two_requests())) == ["model-0", "model-1"]
     assert pool.snapshot()["inferences"] == [1, 1]
+
+
+class Prediction:
+    """Stands for a prediction: what must not outlive its request (on CPU, tens of MiB of masks)."""
+
+
+def test_an_answered_prediction_is_freed_once_the_request_drops_it_without_waiting_for_gc():
+    pool = loaded_pool(1, warm_up_s=0.01)
+    answered: list[weakref.ref] = []
+
+    async def request() -> None:
+        with pool.admit("a", timeout_s=60) as ticket:
+            prediction = await pool.run(ticket, lambda model: Prediction())
+        answered.append(weakref.ref(prediction))
+
+    gc.disable()  # a reference cycle would keep it until a full collection, which may be far off
+    try:
+        asyncio.run(request())
+        # The copy's thread lets go of the job right after answering; without a cycle nothing else
+        # holds it, so it goes at once (a cycle would keep it however long this waited).
+        deadline = time.monotonic() + 2
+        while answered[0]() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert answered[0]() is None
+    finally:
+        gc.enable()
+        pool.close()
 
 
 def test_a_request_without_time_left_for_an_inference_is_never_started(caplog):
