@@ -18,10 +18,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import cold_start, encoding, overload, serving
+from bench import cold_start, encoding, heap, overload, serving
 from bench.common import REPO_ROOT, Backend, add_common_arguments
 
-TABLES = [serving, encoding, cold_start]
+TABLES = [serving, encoding, heap, cold_start]
 BACKENDS = ("torchvision", "detectron2")
 SERVING_SIZES = {
     "min_size": 800,
@@ -64,10 +64,20 @@ def machine() -> str:
 
 
 def main() -> None:
+    # The in-process predictor runs under the heap policy the servers use by default, so "served vs
+    # direct" compares serving with the model, not two allocators (the heap table compares those).
+    from inference_server import allocator
+
+    allocator.apply(allocator.HeapPolicy(os.environ.get("HEAP_POLICY") or "retain"))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: both)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-out", help="artifacts and server logs")
     parser.add_argument("--model-dir", type=Path, help="benchmark this extracted artifact instead")
+    parser.add_argument(
+        "--tables",
+        default=",".join(table.__name__.rsplit(".", 1)[1] for table in TABLES),
+        help="comma-separated subset of the tables, in their order (default: all)",
+    )
     parser.add_argument(
         "--overload",
         action="store_true",
@@ -76,6 +86,12 @@ def main() -> None:
     add_common_arguments(parser)
     overload.add_arguments(parser)
     options = parser.parse_args()
+    tables = {table.__name__.rsplit(".", 1)[1]: table for table in TABLES}
+    chosen = [name.strip() for name in options.tables.split(",") if name.strip()]
+    unknown_tables = sorted(set(chosen) - set(tables))
+    if unknown_tables:
+        parser.error(f"unknown table(s) {', '.join(unknown_tables)}; allowed: {', '.join(tables)}")
+    options.tables = [tables[name] for name in chosen]
 
     if options.model_dir is not None:
         from inference_server import artifact
@@ -106,7 +122,7 @@ def run(backends: list[Backend], missing: list[str], options: argparse.Namespace
     for name in missing:
         print(f"- {name}: not installed here, skipped")
     print()
-    for table in TABLES:
+    for table in options.tables:
         print(table.run(backends, options).markdown(), flush=True)
     if options.overload:
         for backend in backends:

@@ -145,13 +145,15 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
                     )
 
         rss_warm: list[float] = []
+        rss_samples: list[float] = []  # one with every ping, for the peak
 
         def pinger() -> None:
             nonlocal ping_failures
             ping_session = requests.Session()
             while time.monotonic() < stop_at:
+                rss_samples.append(server.rss_mib())
                 if time.monotonic() - started >= args.rss_warm_s * (len(rss_warm) + 1):
-                    rss_warm.append(server.rss_mib())
+                    rss_warm.append(rss_samples[-1])
                 sent = time.perf_counter()
                 try:
                     ok = ping_session.get(f"{server.url}/ping", timeout=10).status_code == 200
@@ -189,11 +191,7 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         (
             "model",
             f"{args.model_dir.name} + {args.extra_inference_s:g} s sleep in predict_fn, 1 copy, realtime"
-            + (
-                f", MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}"
-                if "MALLOC_ARENA_MAX" in os.environ
-                else ""
-            ),
+            + f", HEAP_POLICY={os.environ.get('HEAP_POLICY') or 'retain'}",
         ),
         (
             "single-stream latency p50 (rate)",
@@ -240,6 +238,10 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             f"{rss_before:.0f} / {rss_warm[0] if rss_warm else float('nan'):.0f} / {rss_after:.0f} MiB",
         ),
         (f"server RSS every {args.rss_warm_s:g} s", " ".join(f"{rss:.0f}" for rss in rss_warm) + " MiB"),
+        (
+            "server RSS highest during the run (read with every ping)",
+            f"{max(rss_samples, default=float('nan')):.0f} MiB",
+        ),
         (
             "RSS growth over the whole run / from the warm point",
             f"{rss_after / rss_before - 1:+.1%} / "

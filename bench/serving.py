@@ -1,6 +1,6 @@
-"""Served vs direct: POST /invocations against the same artifact's predictor called in this process
-on the same decoded photo, interleaved one call at a time (the idle side never competes for the CPU,
-and a busy machine slows both alike)."""
+"""Served vs direct: POST /invocations against the same artifact's predictor called in a process of
+its own (bench/direct.py) on the same decoded photo, interleaved one call at a time (the idle side
+never competes for the CPU, and a busy machine slows both alike)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from inference_server import codecs
 from inference_server.codecs import RequestOptions
 
 from bench.common import Backend, Table, ms, percentile, timed
+from bench.direct import DirectPredictor
 
 TITLE = "Served vs direct predictor"
 
@@ -39,7 +40,10 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         ],
     )
     for backend in backends:
-        backend.detections  # load and warm up the in-process predictor before the server starts
+        backend.detections  # the in-process predictor, for the own-work timing below
+        direct_predictor = DirectPredictor(
+            backend.model_dir, backend.photo, backend.out_dir / f"{backend.name}-direct.log"
+        )
         server = backend.start_server("serving")
         try:
             session = requests.Session()
@@ -57,9 +61,10 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             served, direct = [], []
             for _ in range(options.pairs):
                 served.append(timed(invoke))
-                direct.append(timed(lambda: backend.predictor(backend.image)))
+                direct.append(timed(direct_predictor))
         finally:
             server.stop()
+            direct_predictor.stop()
         # The server's own work per request, timed alone in this process: what serving adds to the
         # model besides one local HTTP round trip.
         own_work = [timed(lambda: own_work_once(backend)) for _ in range(options.encode_repeats)]
@@ -80,6 +85,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         )
     table.notes.append(
         f"{options.pairs} interleaved pairs; served = HTTP + decode JPEG + predict + encode JSON/RLE "
-        "in the server process, direct = the predictor alone on the already decoded image"
+        "in the server process, direct = the predictor alone on the already decoded image, in a fresh "
+        "process of its own under the same heap policy (bench/direct.py)"
     )
     return table
