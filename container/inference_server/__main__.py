@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Before uvicorn, torch or any thread starts: a thread that has allocated keeps its own arena.
+    # Before uvicorn, torch and the server's threads start: a thread that has allocated keeps its arena.
     allocator.apply(settings.heap_policy)
 
     load_failed = False
