@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench import cold_start, encoding, heap, overload, serving
-from bench.common import REPO_ROOT, Backend, add_common_arguments
+from bench.common import REPO_ROOT, Backend, add_common_arguments, heap_policy
 
 TABLES = [serving, encoding, heap, cold_start]
 BACKENDS = ("torchvision", "detectron2")
@@ -68,7 +68,7 @@ def main() -> None:
     # direct" compares serving with the model, not two allocators (the heap table compares those).
     from inference_server import allocator
 
-    allocator.apply(allocator.HeapPolicy(os.environ.get("HEAP_POLICY") or "retain"))
+    allocator.apply(heap_policy())
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: both)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-out", help="artifacts and server logs")

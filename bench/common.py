@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import statistics
@@ -15,9 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import requests
+
+if TYPE_CHECKING:
+    from inference_server.allocator import HeapPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_DIR = REPO_ROOT / "container"
@@ -114,6 +119,34 @@ class Server:
         server.stop()
         raise SystemExit(f"server not ready after {READY_TIMEOUT_S} s; see {log_path}")
 
+    def invoke(self, jpeg: bytes, session: requests.Session | None = None) -> requests.Response:
+        return (session or requests).post(
+            f"{self.url}/invocations", data=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=600
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def _stat(self) -> list[str]:
+        """The fields of /proc/PID/stat after the command name, so fields[7] is minflt (man proc)."""
+        return Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server process has used (all its threads)."""
+        fields = self._stat()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def kernel_cpu_s(self) -> float:
+        return int(self._stat()[12]) / os.sysconf("SC_CLK_TCK")
+
+    def page_faults(self) -> int:
+        """Minor page faults so far (a fault that maps a page without reading the disk)."""
+        return int(self._stat()[7])
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -162,6 +195,14 @@ class Backend:
 
     def start_server(self, label: str, env: Mapping[str, str] | None = None) -> Server:
         return Server.start(self.model_dir, self.out_dir / f"{self.name}-{label}.server.log", env)
+
+
+def heap_policy() -> HeapPolicy:
+    """HEAP_POLICY as the servers started here read it (validated by their own settings), so the
+    benchmark's in-process side can run under the same one."""
+    from inference_server.settings import Settings
+
+    return Settings.from_env(os.environ).heap_policy
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,18 +10,17 @@ every backend's model and detections, and was measured 4-6 % slower than a serve
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import REPO_ROOT, server_env
+from bench.common import REPO_ROOT, heap_policy, server_env
 
 
 def main() -> None:
     from inference_server import allocator
 
-    allocator.apply(allocator.HeapPolicy(os.environ.get("HEAP_POLICY") or "retain"))
+    allocator.apply(heap_policy())
     from inference_server import artifact, codecs
 
     model_dir, photo = Path(sys.argv[1]), Path(sys.argv[2])

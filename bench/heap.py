@@ -5,8 +5,6 @@ faults and kernel time each request costs the server, and its RSS."""
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import requests
 
@@ -18,10 +16,7 @@ POLICIES = ("retain", "release")
 
 def process_counters(server: Server) -> tuple[int, float, float]:
     """Minor page faults, kernel CPU seconds and RSS (MiB) of the server process so far."""
-    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-    return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK"), rss_kib / 1024
+    return server.page_faults(), server.kernel_cpu_s(), server.rss_mib()
 
 
 def run(backends: list[Backend], options: argparse.Namespace) -> Table:
@@ -45,13 +40,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             sessions = {policy: requests.Session() for policy in POLICIES}
 
             def invoke(policy: str) -> None:
-                response = sessions[policy].post(
-                    f"{servers[policy].url}/invocations",
-                    data=backend.jpeg,
-                    headers={"Content-Type": "image/jpeg"},
-                    timeout=600,
-                )
-                response.raise_for_status()
+                servers[policy].invoke(backend.jpeg, sessions[policy]).raise_for_status()
 
             for policy in POLICIES:
                 invoke(policy)  # the connection and the first request's one-off costs

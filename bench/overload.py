@@ -36,8 +36,7 @@ from pathlib import Path
 
 import requests
 
-from bench import common
-from bench.common import percentile
+from bench.common import Server, heap_policy, percentile
 
 SLOW_INFERENCE_PY = """
 import os
@@ -56,27 +55,6 @@ def predict_fn(data, model, context):
         log.write(f"{context.request_id} {started:.3f} {model_s:.3f}\\n")
     return result
 """
-
-
-class Server(common.Server):
-    """The benchmark's server process, plus what these tables read from it."""
-
-    def invoke(self, jpeg: bytes, session: requests.Session | None = None) -> requests.Response:
-        return (session or requests).post(
-            f"{self.url}/invocations", data=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=600
-        )
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds the server process has used (all its threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
 
 
 def table(rows: list[tuple[str, str]], header: tuple[str, str] = ("metric", "value")) -> str:
@@ -191,7 +169,7 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         (
             "model",
             f"{args.model_dir.name} + {args.extra_inference_s:g} s sleep in predict_fn, 1 copy, realtime"
-            + f", HEAP_POLICY={os.environ.get('HEAP_POLICY') or 'retain'}",
+            + f", HEAP_POLICY={heap_policy()}",
         ),
         (
             "single-stream latency p50 (rate)",

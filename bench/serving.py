@@ -49,13 +49,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             session = requests.Session()
 
             def invoke() -> None:
-                response = session.post(
-                    f"{server.url}/invocations",
-                    data=backend.jpeg,
-                    headers={"Content-Type": "image/jpeg"},
-                    timeout=600,
-                )
-                response.raise_for_status()
+                server.invoke(backend.jpeg, session).raise_for_status()
 
             invoke()  # the connection, and the first request's one-off costs
             served, direct = [], []
