@@ -56,4 +56,3 @@ def apply(policy: HeapPolicy) -> bool:
         logger.warning("HEAP_POLICY=%s needs glibc's mallopt; keeping the C library's defaults", policy)
         return False
     return True
-
