@@ -20,7 +20,6 @@ from botocore.exceptions import (
 from .errors import CliError
 
 DEFAULT_APP_NAME = "Detectron2"
-STACK_SUFFIXES = ("Shared", "Realtime", "Async", "Serverless", "Batch")
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"}
 
 
