@@ -56,18 +56,7 @@ class AsyncEndpoint(InferenceEndpoint):
             ],
         )
         self._create_endpoint(
-            [
-                instance_variant(
-                    model,
-                    instance_type=config.instance_type,
-                    initial_instance_count=config.initial_instance_count,
-                    inference_ami_version=config.inference_ami_version,
-                    container_startup_health_check_timeout_seconds=(
-                        config.container_startup_health_check_timeout_seconds
-                    ),
-                    model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
-                )
-            ],
+            [instance_variant(model, config)],
             autoscaled=config.scaling is not None,
             deployment_config=self._deployment(config.rollout),
             data_capture_config=None

@@ -16,7 +16,7 @@ from .monitoring import EndpointAlarms, EndpointKind, EndpointMetrics
 from .packaged_model import PackagedModel
 from .rollout import blue_green_deployment
 from .scaling import ScalableVariantAttribute
-from .settings import MonitoringConfig, RolloutConfig
+from .settings import InstanceModeConfig, MonitoringConfig, RolloutConfig
 from .settings.experiments import DEFAULT_VARIANT_NAME
 
 ScalableT = TypeVar("ScalableT", bound=ScalableVariantAttribute)
@@ -48,15 +48,18 @@ def endpoint_name(prefix: str, instance_type: str | None = None) -> str:
 
 def instance_variant(
     model: PackagedModel,
+    mode: InstanceModeConfig,
     *,
-    instance_type: str,
-    initial_instance_count: int,
-    inference_ami_version: str,
-    container_startup_health_check_timeout_seconds: int | None = None,
-    model_data_download_timeout_seconds: int | None = None,
+    instance_type: str | None = None,
+    initial_instance_count: int | None = None,
     variant_name: str = VARIANT_NAME,
     initial_variant_weight: float = 1,
 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+    """A variant on instances, with the mode's AMI and timeouts; the instance type and count are the
+    mode's unless given (an experiment's variants choose their own)."""
+    instance_type = mode.instance_type if instance_type is None else instance_type
+    if initial_instance_count is None:
+        initial_instance_count = mode.initial_instance_count
     return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
         variant_name=variant_name,
         model_name=model.model_name,
@@ -64,9 +67,9 @@ def instance_variant(
         initial_instance_count=initial_instance_count,
         initial_variant_weight=initial_variant_weight,
         # The GPU image needs a newer NVIDIA driver than the default AMI's; CPU variants take the default.
-        inference_ami_version=inference_ami_version if is_gpu(instance_type) else None,
-        container_startup_health_check_timeout_in_seconds=container_startup_health_check_timeout_seconds,
-        model_data_download_timeout_in_seconds=model_data_download_timeout_seconds,
+        inference_ami_version=mode.inference_ami_version if is_gpu(instance_type) else None,
+        container_startup_health_check_timeout_in_seconds=mode.container_startup_health_check_timeout_seconds,
+        model_data_download_timeout_in_seconds=mode.model_data_download_timeout_seconds,
     )
 
 

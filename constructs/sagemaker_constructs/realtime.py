@@ -56,13 +56,9 @@ class RealtimeEndpoint(InferenceEndpoint):
                 raise ValueError(f"no model for variant {plan.name!r}")
             return instance_variant(
                 chosen,
+                config,
                 instance_type=plan.instance_type,
                 initial_instance_count=plan.initial_instance_count,
-                inference_ami_version=config.inference_ami_version,
-                container_startup_health_check_timeout_seconds=(
-                    config.container_startup_health_check_timeout_seconds
-                ),
-                model_data_download_timeout_seconds=config.model_data_download_timeout_seconds,
                 variant_name=plan.name,
                 initial_variant_weight=plan.weight,
             )

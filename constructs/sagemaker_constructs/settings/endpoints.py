@@ -93,7 +93,7 @@ class AsyncObjectExpiry(Section):
     failure: Annotated[int, between(1, 3650)] | None = 30
 
 
-class _InstanceMode(Section):
+class InstanceModeConfig(Section):
     enabled: bool = True
     model_version: ModelVersionField = ModelVersion()
     instance_type: InstanceType = "ml.g5.xlarge"
@@ -114,7 +114,7 @@ class _InstanceMode(Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
-    def _cross_field(self) -> _InstanceMode:
+    def _cross_field(self) -> InstanceModeConfig:
         problems = self.cross_field_problems()
         if problems:
             raise FieldProblems(problems)
@@ -144,7 +144,7 @@ class _InstanceMode(Section):
         }
 
 
-class RealtimeConfig(_InstanceMode):
+class RealtimeConfig(InstanceModeConfig):
     scaling: RealtimeScaling | None = Field(default_factory=RealtimeScaling)
     # Set: the model runs as an inference component that can scale to zero (see
     # inference_components.py); null: the classic variant, instance-count scaling, never zero.
@@ -270,7 +270,7 @@ class RealtimeConfig(_InstanceMode):
         return problems + components.problems_on(self.instance_type)
 
 
-class AsyncConfig(_InstanceMode):
+class AsyncConfig(InstanceModeConfig):
     # null: 2 per model copy the container loads (one per GPU): one running, one being decoded or
     # encoded. More only moves the queue from SageMaker's backlog, which scaling watches, into the
     # container.
