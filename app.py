@@ -18,8 +18,8 @@ if CONSTRUCTS_DIR not in sys.path:
 
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
-from sagemaker_constructs.settings import ConfigError, load_config  # noqa: E402
 
+from sagemaker_constructs.settings import ConfigError, load_config  # noqa: E402
 from stacks import InferenceStacks, build_stacks  # noqa: E402
 
 CONFIG_DIR = REPO_ROOT / "config"

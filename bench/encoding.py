@@ -8,10 +8,10 @@ import dataclasses
 
 import numpy as np
 import pycocotools.mask as mask_util
-from inference_server import codecs
-from inference_server.codecs import MaskFormat, RequestOptions
 
 from bench.common import Backend, Table, ms, percentile, timed
+from inference_server import codecs
+from inference_server.codecs import MaskFormat, RequestOptions
 
 TITLE = "Response encoding (JSON + COCO RLE)"
 

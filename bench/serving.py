@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 
 import requests
-from inference_server import codecs
-from inference_server.codecs import RequestOptions
 
 from bench.common import Backend, Table, ms, percentile, timed
 from bench.direct import DirectPredictor
+from inference_server import codecs
+from inference_server.codecs import RequestOptions
 
 TITLE = "Served vs direct predictor"
 

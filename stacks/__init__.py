@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Stack
+
 from constructs import Construct
 from sagemaker_constructs.settings import AppConfig
 

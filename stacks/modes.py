@@ -6,6 +6,7 @@
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,

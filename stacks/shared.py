@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+
 from constructs import Construct
 from sagemaker_constructs import (
     AlarmTopic,

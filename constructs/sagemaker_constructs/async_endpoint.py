@@ -4,6 +4,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 
 from .data_capture import data_capture_config

@@ -9,6 +9,7 @@ from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 
 from .instance_types import INSTANCE_TYPE_PATTERN, is_gpu

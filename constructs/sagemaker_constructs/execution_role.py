@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 from .images import InferenceImages

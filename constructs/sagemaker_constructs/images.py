@@ -4,6 +4,7 @@ from pathlib import Path
 
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 # Never part of the image: caches and test output change the asset hash without changing the image.

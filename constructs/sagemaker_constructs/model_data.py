@@ -3,6 +3,7 @@
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
+
 from constructs import Construct
 
 

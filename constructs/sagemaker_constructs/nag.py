@@ -5,6 +5,7 @@ from typing import Any
 
 import jsii
 from aws_cdk import Acknowledgment, Stack, Validations
+
 from constructs import IConstruct, IValidation
 
 

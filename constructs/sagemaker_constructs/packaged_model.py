@@ -4,6 +4,7 @@ from typing import Literal
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
+
 from constructs import Construct
 
 from .registry import ModelRegistry

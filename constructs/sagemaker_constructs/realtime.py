@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 
 from .data_capture import data_capture_config

@@ -3,6 +3,7 @@
 from aws_cdk import ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
+
 from constructs import Construct, IConstruct
 
 from .images import InferenceImages

@@ -7,6 +7,7 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 SAGEMAKER_NAMESPACE = "AWS/SageMaker"

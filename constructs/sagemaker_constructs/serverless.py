@@ -2,6 +2,7 @@
 
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
+
 from constructs import Construct
 
 from .endpoint import VARIANT_NAME, InferenceEndpoint

@@ -25,10 +25,11 @@ CLIENT_SRC = REPO / "client" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
-from d2sm.cli import main  # noqa: E402
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from moto.server import ThreadedMotoServer
 from PIL import Image
+
+from d2sm.cli import main  # noqa: E402
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

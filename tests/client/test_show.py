@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-from d2sm.show import MASK_OPACITY, PALETTE
 from PIL import Image
+
+from d2sm.show import MASK_OPACITY, PALETTE
 
 from .conftest import d2sm, detections, error_object, photo
 

@@ -17,7 +17,8 @@ import pytest
 from .conftest import CONTAINER_DIR
 
 pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="HEAP_POLICY tunes glibc's malloc"
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="HEAP_POLICY tunes glibc's malloc",
 )
 
 # Two rounds of what an inference does on its thread: allocate and touch blocks larger than glibc's

@@ -86,18 +86,15 @@ def test_admission_refuses_at_once_what_cannot_finish_in_time_and_says_when_to_r
 def test_an_idle_copy_takes_a_request_even_when_the_estimate_says_it_cannot_finish():
     # One slow outlier must not make the server refuse everything forever: running corrects it.
     pool = loaded_pool(1, warm_up_s=100.0)
-    with pool.admit("a", timeout_s=10):
-        with pytest.raises(Overloaded):
-            with pool.admit("b", timeout_s=10):
-                pass
+    with pool.admit("a", timeout_s=10), pytest.raises(Overloaded), pool.admit("b", timeout_s=10):
+        pass
 
 
 def test_queue_depth_limit_applies_even_when_the_time_would_fit():
     pool = loaded_pool(2, QueuePolicy(refuse_late=True, max_queue_depth=2), warm_up_s=0.001)
-    with pool.admit("a", 60), pool.admit("b", 60):
-        with pytest.raises(Overloaded, match="MAX_QUEUE_DEPTH=2"):
-            with pool.admit("c", 60):
-                pass
+    with pool.admit("a", 60), pool.admit("b", 60), pytest.raises(Overloaded, match="MAX_QUEUE_DEPTH=2"):
+        with pool.admit("c", 60):
+            pass
 
 
 def test_long_queue_modes_never_refuse():

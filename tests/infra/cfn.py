@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aws_cdk import Stack
+
 from constructs import IConstruct
 
 

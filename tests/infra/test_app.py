@@ -8,8 +8,8 @@ import tarfile
 
 import aws_cdk as cdk
 from aws_cdk import cx_api
-from sagemaker_constructs.settings import AppConfig
 
+from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
 
 from .cfn import flatten

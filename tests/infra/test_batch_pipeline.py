@@ -5,8 +5,8 @@ import json
 
 import aws_cdk as cdk
 import pytest
-from sagemaker_constructs.settings import AppConfig
 
+from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
 
 from .cfn import as_list, flatten, statements

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
-from sagemaker_constructs.settings import AppConfig
 
+from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
 
 from . import batch_moto

@@ -66,7 +66,14 @@ def test_every_acknowledged_cdk_nag_rule_is_listed_here_with_a_reason(synth):
             f"{role}arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*]",
             *(
                 f"{role}{bucket}/{prefix}/*]"
-                for prefix in ["models", "async/input", "async/output", "async/failure", "batch/input", "batch/output"]
+                for prefix in [
+                    "models",
+                    "async/input",
+                    "async/output",
+                    "async/failure",
+                    "batch/input",
+                    "batch/output",
+                ]
             ),
             *BATCH_PIPELINE_ACKNOWLEDGEMENTS,
         ]

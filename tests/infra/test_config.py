@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from sagemaker_constructs.settings import (
     PLACEHOLDER_MODEL_DATA,
     AppConfig,

@@ -2,6 +2,7 @@
 accepted, and the message for each combination SageMaker refuses."""
 
 import pytest
+
 from sagemaker_constructs.settings import ConfigError
 
 from .test_config import load, problem

@@ -7,6 +7,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
+
 from sagemaker_constructs import (
     AsyncEndpoint,
     EndpointMetrics,

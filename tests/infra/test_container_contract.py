@@ -17,7 +17,7 @@ def test_every_inference_mode_the_stacks_set_is_one_the_container_reads():
 
 
 def test_the_model_package_advertises_exactly_the_content_types_the_container_decodes():
-    assert SUPPORTED_CONTENT_TYPES == list(DECODERS)
+    assert list(DECODERS) == SUPPORTED_CONTENT_TYPES
     assert SUPPORTED_RESPONSE_MIME_TYPES == [JSON]
 
 

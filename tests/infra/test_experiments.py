@@ -7,9 +7,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 from cfnlint.api import ManualArgs, lint_by_config
-from sagemaker_constructs.settings import AppConfig, RealtimeConfig
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from sagemaker_constructs.settings import AppConfig, RealtimeConfig
 from stacks import build_stacks
 
 from .cfn import as_list, flatten, logical_id

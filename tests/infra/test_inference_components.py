@@ -4,10 +4,11 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
+from syrupy.extensions.json import JSONSnapshotExtension
+
 from sagemaker_constructs import InferenceComponentEndpoint
 from sagemaker_constructs.inference_component import INITIAL_COPY_COUNT
 from sagemaker_constructs.settings import RealtimeConfig
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from .cfn import flatten, logical_id
 from .conftest import synthesize

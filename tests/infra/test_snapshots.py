@@ -5,8 +5,9 @@ import shutil
 
 import aws_cdk as cdk
 import pytest
-from sagemaker_constructs.images import InferenceImages
 from syrupy.extensions.json import JSONSnapshotExtension
+
+from sagemaker_constructs.images import InferenceImages
 
 from .conftest import REPO_ROOT, synthesize
 

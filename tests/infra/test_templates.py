@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sagemaker_constructs.registry import SUPPORTED_CONTENT_TYPES
 from sagemaker_constructs.settings import PLACEHOLDER_MODEL_DATA
 

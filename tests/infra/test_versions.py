@@ -1,6 +1,7 @@
 """Version pins: which registered model package version each mode deploys, and how a pin shows in a diff."""
 
 import pytest
+
 from sagemaker_constructs.settings import AppConfig, ModelVersion
 
 from .cfn import flatten

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,7 +27,7 @@ FINISHED = {"Completed", "Failed", "Stopped"}
 
 def new_batch_id() -> str:
     """Sortable and unique enough for one user: UTC time plus 4 random hex digits."""
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def check_batch_id(batch_id: str, job_name_prefix: str) -> None:
