@@ -29,6 +29,15 @@ from sagemaker_constructs.settings import (
 )
 
 
+def _output_endpoint_config_name(stack: Stack, endpoint) -> None:
+    CfnOutput(
+        stack,
+        "EndpointConfigName",
+        value=endpoint.endpoint_config.attr_endpoint_config_name,
+        description="The config this stack deployed; `d2sm verify` compares it with the endpoint's live one",
+    )
+
+
 class RealtimeStack(Stack):
     def __init__(
         self,
@@ -65,6 +74,7 @@ class RealtimeStack(Stack):
                 self, "Realtime", config=config, models=models, store=store, **monitored
             )
             CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+            _output_endpoint_config_name(self, self.endpoint)
             CfnOutput(self, "VariantNames", value=",".join(self.endpoint.variant_names))
             if self.endpoint.shadow_variant_name is not None:
                 CfnOutput(self, "ShadowVariantName", value=self.endpoint.shadow_variant_name)
@@ -85,6 +95,7 @@ class RealtimeStack(Stack):
                 self, "Realtime", model=model, config=config, store=store, **monitored
             )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        _output_endpoint_config_name(self, self.endpoint)
 
 
 class AsyncStack(Stack):
@@ -121,6 +132,7 @@ class AsyncStack(Stack):
             alarm_topic=alarm_topic,
         )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        _output_endpoint_config_name(self, self.endpoint)
         CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
         CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
         CfnOutput(self, "FailureUri", value=self.endpoint.failure_uri)
@@ -156,6 +168,7 @@ class ServerlessStack(Stack):
             self, "Serverless", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
         )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        _output_endpoint_config_name(self, self.endpoint)
 
 
 class BatchStack(Stack):

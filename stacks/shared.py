@@ -14,6 +14,7 @@ from sagemaker_constructs import (
     ModelRegistry,
     SageMakerExecutionRole,
 )
+from sagemaker_constructs.batch_pipeline import log_group_patterns
 from sagemaker_constructs.settings import AppConfig
 
 
@@ -48,6 +49,8 @@ class SharedModelStack(Stack):
             # The batch stack's rule starts a transform job when a submission marker is written.
             store.send_events_to_event_bridge()
             store.let_alarms_notify_through_key()
+            # The batch stack's log groups are encrypted with the key.
+            store.let_logs_encrypt_with_key(log_group_patterns(config.name))
         for mode, prefix in (
             (config.realtime, store.REALTIME_CAPTURE_PREFIX),
             (config.async_, store.ASYNC_CAPTURE_PREFIX),

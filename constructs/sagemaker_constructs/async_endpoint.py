@@ -79,6 +79,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 ),
             ),
         )
+        self._let_roles_read_rollback_alarms([model.role], self._rollback_alarms(config.rollout))
         self.endpoint.node.add_dependency(self.notification_policy)
         self.scaling: ScalableAsyncInstanceCount | None = None
         if config.scaling is not None:

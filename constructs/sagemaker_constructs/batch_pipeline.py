@@ -34,7 +34,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .instance_types import is_gpu
-from .nag import acknowledge, acknowledge_wildcard_resources
+from .nag import acknowledge, acknowledge_wildcard_resources, skip_checkov
 from .packaged_model import PackagedModel
 from .settings import BatchConfig
 from .storage import ArtifactStore
@@ -51,6 +51,22 @@ NO_CAPACITY = ["SageMaker.ResourceLimitExceededException"]
 # The container's own switch (inference_server.settings.BatchRecordErrors): an image it cannot read
 # becomes an error object in its `.out` file instead of failing the whole job.
 RECORD_ERRORS_AS_OBJECTS = {"BATCH_RECORD_ERRORS": "object"}
+# SNS refuses a Subject over 100 characters (or with control characters, which an S3 key may hold):
+# the subject is built from literals and the job status only; the batch id is in the message.
+MAX_SUBJECT_LENGTH = 100
+SUBJECT_STATUS_ROOM = len(": batch NotCreated")
+# Log groups under the pipeline's stack name, so the shared key's policy can name them in advance.
+STATE_MACHINE_LOG_GROUP = "/aws/vendedlogs/states/{stack_name}-pipeline"
+ERROR_COUNT_LOG_GROUP = "/aws/lambda/{stack_name}-error-count"
+
+
+def log_group_patterns(app_name: str) -> list[str]:
+    """The names of every batch pipeline log group of the app `app_name` (its stack is
+    `<app_name>-Batch`), as patterns for the key policy that lets CloudWatch Logs encrypt them."""
+    return [
+        template.format(stack_name=f"{app_name}-*")
+        for template in (STATE_MACHINE_LOG_GROUP, ERROR_COUNT_LOG_GROUP)
+    ]
 
 
 class BatchTransformPipeline(Construct):
@@ -95,8 +111,15 @@ class BatchTransformPipeline(Construct):
             assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
             description="Batch transform pipeline: create and watch this app's transform jobs",
         )
+        # Under /aws/vendedlogs/states/: Step Functions' log delivery then needs no per-log-group
+        # resource policy (which has a size limit in busy accounts).
         self.log_group = logs.LogGroup(
-            self, "ExecutionLogs", retention=logs.RetentionDays.ONE_YEAR, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "ExecutionLogs",
+            log_group_name=STATE_MACHINE_LOG_GROUP.format(stack_name=Stack.of(self).stack_name),
+            encryption_key=store.key,
+            retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.state_machine = sfn.StateMachine(
             self,
@@ -150,11 +173,12 @@ class BatchTransformPipeline(Construct):
                 ),
             },
         )
-        not_a_marker = sfn.Fail(
+        # A folder placeholder (`batch/submit/`, as the S3 console creates) or a nested key is not a
+        # submission: ignored, not a failed execution that would fire the failure alarm.
+        not_a_marker = sfn.Succeed(
             self,
             "NotABatchMarker",
-            error="InvalidSubmission",
-            cause=f"A submission marker is {self.submit_prefix}<batch-id>, with no further '/'",
+            comment=f"A submission marker is {self.submit_prefix}<batch-id>, with no further '/': ignored",
         )
         batch_id = sfn.JsonPath.array_get_item(sfn.JsonPath.list_at("$.keyParts"), 2)
         bucket = sfn.JsonPath.string_at("$.bucket")
@@ -245,20 +269,26 @@ class BatchTransformPipeline(Construct):
             },
             result_path=sfn.JsonPath.DISCARD,
         )
+        subject_prefix = Stack.of(self).stack_name[: MAX_SUBJECT_LENGTH - SUBJECT_STATUS_ROOM]
         notify = tasks.SnsPublish(
             self,
             "Notify",
             topic=self.topic,
             subject=sfn.JsonPath.format(
-                "Batch {}: {}",
-                sfn.JsonPath.string_at("$.summary.batchId"),
-                sfn.JsonPath.string_at("$.summary.status"),
+                f"{subject_prefix}: batch {{}}", sfn.JsonPath.string_at("$.summary.status")
             ),
             message=sfn.TaskInput.from_text(sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.summary"))),
             result_path=sfn.JsonPath.DISCARD,
         )
         # The notification must go out even when the summary object could not be written.
         write_summary.add_catch(notify, result_path="$.summaryError")
+        notify.add_retry(
+            errors=[sfn.Errors.TASKS_FAILED],
+            interval=Duration.seconds(2),
+            backoff_rate=2,
+            max_attempts=3,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
         batch_failed = sfn.Fail(
             self,
             "BatchFailed",
@@ -301,6 +331,9 @@ class BatchTransformPipeline(Construct):
         # Without counts the notification still goes out, with the counts left null.
         count.add_catch(build_summary, result_path="$.countError")
         count.next(build_summary).next(write_summary).next(notify).next(outcome)
+        # A notification that still cannot go out does not change the batch's outcome: the summary
+        # object holds the same document.
+        notify.add_catch(outcome, result_path="$.notifyError")
         return read_event.next(
             sfn.Choice(self, "IsBatchMarker")
             .when(sfn.Condition.number_equals("$.keyPartCount", 3), name_the_job.next(find_existing))
@@ -439,6 +472,8 @@ class BatchTransformPipeline(Construct):
         log_group = logs.LogGroup(
             self,
             "ErrorCountLogs",
+            log_group_name=ERROR_COUNT_LOG_GROUP.format(stack_name=Stack.of(self).stack_name),
+            encryption_key=store.key,
             retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -474,6 +509,24 @@ class BatchTransformPipeline(Construct):
             log_group=log_group,
         )
         _depend_on_policy_only(function, role)
+        skip_checkov(
+            function,
+            "CKV_AWS_116",
+            "Step Functions invokes the function synchronously and catches its errors (the summary is "
+            "written without counts); a dead-letter queue only receives failed asynchronous invocations.",
+        )
+        skip_checkov(
+            function,
+            "CKV_AWS_117",
+            "The function reads S3 objects only; a VPC would need NAT or an S3 endpoint and adds nothing "
+            "to a function that accepts no network input.",
+        )
+        skip_checkov(
+            function,
+            "CKV_AWS_115",
+            "One invocation per finished batch; reserving concurrency takes it from the account's "
+            "unreserved pool, and fails the deploy in accounts at the minimum of 10 (new accounts).",
+        )
         acknowledge_wildcard_resources(
             role, [outputs], "Results are created at run time under the batch output prefix."
         )

@@ -5,7 +5,8 @@ import re
 from collections.abc import Sequence
 from typing import TypeVar
 
-from aws_cdk import Stack
+from aws_cdk import CfnDeletionPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
@@ -84,6 +85,8 @@ class InferenceEndpoint(Construct):
     metrics by endpoint name while the endpoint names the alarms, which a generated name would turn
     into a dependency cycle. Its name changes exactly when it must be replaced (see `endpoint_name`).
     No volume KmsKeyId: the GPU instances' NVMe instance storage rejects it (AWS encrypts it).
+    A replaced config is retained (`UpdateReplacePolicy: Retain`), as the Models are: after a silent
+    SageMaker rollback the endpoint still runs it.
     """
 
     variant_name = VARIANT_NAME
@@ -98,10 +101,15 @@ class InferenceEndpoint(Construct):
         return self.endpoint_name
 
     def _monitor(
-        self, kind: EndpointKind, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None
+        self,
+        kind: EndpointKind,
+        monitoring: MonitoringConfig | None,
+        alarm_topic: sns.ITopic | None,
+        inference_component_name: str | None = None,
     ) -> None:
-        """Metrics (by the endpoint's name) and, with `monitoring` enabled, the endpoint's alarms."""
-        self.metrics = EndpointMetrics(self.endpoint_name, self.variant_name, kind)
+        """Metrics (by the endpoint's name, or the component's) and, with `monitoring` enabled, the
+        endpoint's alarms."""
+        self.metrics = EndpointMetrics(self.endpoint_name, self.variant_name, kind, inference_component_name)
         self.alarms: EndpointAlarms | None = None
         if monitoring is not None and monitoring.enabled:
             self.alarms = EndpointAlarms(
@@ -111,6 +119,10 @@ class InferenceEndpoint(Construct):
     def _deployment(self, rollout: RolloutConfig) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
         """Blue/green as configured, rolling back on this endpoint's rollback alarms (if monitored)."""
         return blue_green_deployment(rollout, self.alarms.rollback if self.alarms is not None else [])
+
+    def _rollback_alarms(self, rollout: RolloutConfig) -> list[cloudwatch.IAlarm]:
+        """The alarms a deployment rolls back on: none unless monitored and `rollout.auto_rollback`."""
+        return list(self.alarms.rollback) if rollout.auto_rollback and self.alarms is not None else []
 
     def _create_endpoint(
         self,
@@ -122,6 +134,7 @@ class InferenceEndpoint(Construct):
         data_capture_config: sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None = None,
         shadow_variants: Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty] = (),
         execution_role_arn: str | None = None,
+        enable_network_isolation: bool | None = None,
         apply_on_update: Sequence[str] = (),
     ) -> None:
         """`apply_on_update`: variant properties (`DesiredWeight`, `DataCaptureConfig`) an update
@@ -134,7 +147,11 @@ class InferenceEndpoint(Construct):
             async_inference_config=async_inference_config,
             data_capture_config=data_capture_config,
             execution_role_arn=execution_role_arn,
+            enable_network_isolation=enable_network_isolation,
         )
+        # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).
+        self.endpoint_config.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE
+        self.endpoint_config.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
         self.endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
@@ -151,6 +168,27 @@ class InferenceEndpoint(Construct):
             else None,
         )
         self.endpoint_arn = self.endpoint.ref
+
+    def _let_roles_read_rollback_alarms(
+        self, roles: Sequence[iam.IRole], alarms: Sequence[cloudwatch.IAlarm]
+    ) -> iam.Policy | None:
+        """SageMaker reads the rollback alarms with the endpoint's execution role (the models' role)
+        during a deployment: `cloudwatch:DescribeAlarms` on exactly those alarms, granted before the
+        endpoint is created or updated."""
+        if not alarms:
+            return None
+        policy = iam.Policy(
+            self,
+            "RollbackAlarmsReadable",
+            roles=list({id(role): role for role in roles}.values()),
+            statements=[
+                iam.PolicyStatement(
+                    actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in alarms]
+                )
+            ],
+        )
+        self.endpoint.node.add_dependency(policy)
+        return policy
 
     def _auto_scale(
         self,

@@ -1,14 +1,14 @@
 """Real-time endpoint whose model runs as an inference component: scales to zero copies and zero
 instances when idle, and back from zero on the first call that finds no copy."""
 
-from aws_cdk import Duration, Fn
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 
 from constructs import Construct
 
-from .endpoint import VARIANT_NAME, InferenceEndpoint
+from .endpoint import VARIANT_NAME, InferenceEndpoint, endpoint_name
 from .instance_types import is_gpu
 from .packaged_model import PackagedModel
 from .scaling import ScalableCopyCount
@@ -17,6 +17,16 @@ from .settings import MonitoringConfig, RealtimeConfig, RolloutConfig
 # The copy count the component is created with. SageMaker refuses 0 at creation, so the first
 # deploy starts one copy (and one instance); the autoscaler owns the count from then on.
 INITIAL_COPY_COUNT = 1
+# AWS documents rolling updates (MaximumBatchSize 5-50 % of the copy count) for components that run
+# several copies; below this many, an update is left to SageMaker's default, without a batch policy.
+MIN_COPIES_FOR_ROLLING_UPDATE = 2
+
+
+def inference_component_name(name_prefix: str) -> str:
+    """`<prefix>-component` in lower case, at most 63 characters: a literal, so the component, its
+    scalable target, its alarms' dimension and the stack output spell it identically, and in lower
+    case, as SageMaker writes it in ARNs and CloudWatch (whose dimensions are case-sensitive)."""
+    return endpoint_name(f"{name_prefix}-component").lower()
 
 
 class InferenceComponentEndpoint(InferenceEndpoint):
@@ -29,6 +39,10 @@ class InferenceComponentEndpoint(InferenceEndpoint):
     compute requirement updates the component without setting its copy count back. Scaling bounds
     live on the scalable target only. Callers name the component: `InvokeEndpoint(EndpointName=...,
     InferenceComponentName=...)`.
+
+    A new model version rolls one copy at a time, with rollback on the component's alarms, only when
+    scaling keeps at least `MIN_COPIES_FOR_ROLLING_UPDATE` copies; with fewer, SageMaker updates the
+    component its own way (no DeploymentConfig), which `d2sm verify` checks after the deploy.
     """
 
     def __init__(
@@ -49,9 +63,10 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         # Copies, not the variant, are registered with Application Auto Scaling: the name need not
         # change with the instance type.
         self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
-        # The endpoint's own metrics and alarms, as for a classic variant. The endpoint gets no
-        # DeploymentConfig: a new model version updates the component, which rolls (below).
-        self._monitor("realtime", monitoring, alarm_topic)
+        self.inference_component_name = inference_component_name(self.name_prefix)
+        # The component's metrics and alarms (SageMaker publishes them by InferenceComponentName).
+        # The endpoint gets no DeploymentConfig: a new model version updates the component.
+        self._monitor("realtime", monitoring, alarm_topic, self.inference_component_name)
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
@@ -75,15 +90,21 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             autoscaled=True,
             # An endpoint that hosts inference components needs a role of its own.
             execution_role_arn=role.role_arn,
+            # As the instance-based Models are: the container needs no network.
+            enable_network_isolation=True,
         )
         resources = sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
             number_of_accelerator_devices_required=components.accelerators or None,
             number_of_cpu_cores_required=components.cpu_cores,
             min_memory_required_in_mb=components.memory_mb,
         )
+        rolling = (
+            components.scaling is not None and components.scaling.min_copies >= MIN_COPIES_FOR_ROLLING_UPDATE
+        )
         self.component = sagemaker.CfnInferenceComponent(
             self,
             "Component",
+            inference_component_name=self.inference_component_name,
             # The attribute, not the fixed name: the component waits for the endpoint.
             endpoint_name=self.endpoint.attr_endpoint_name,
             variant_name=VARIANT_NAME,
@@ -100,12 +121,14 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
                 copy_count=INITIAL_COPY_COUNT
             ),
-            deployment_config=self._rolling_update(config.rollout),
+            deployment_config=self._rolling_update(config.rollout) if rolling else None,
         )
         self.inference_component_arn = self.component.attr_inference_component_arn
-        # No physical name (CloudFormation generates one); the resource returns only its ARN,
-        # `arn:<partition>:sagemaker:<region>:<account>:inference-component/<name>`.
-        self.inference_component_name = Fn.select(1, Fn.split("/", self.inference_component_arn))
+        rollback_policy = self._let_roles_read_rollback_alarms(
+            [role, model.role], self._rollback_alarms(config.rollout) if rolling else []
+        )
+        if rollback_policy is not None:
+            self.component.node.add_dependency(rollback_policy)
         self.scaling: ScalableCopyCount | None = None
         scaling = components.scaling
         if scaling is not None:
@@ -149,13 +172,16 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         )
 
     def auto_scale_copy_count(self, *, min_capacity: int, max_capacity: int) -> ScalableCopyCount:
-        return ScalableCopyCount(
+        scalable = ScalableCopyCount(
             self,
             "CopyCount",
             inference_component_name=self.inference_component_name,
             min_capacity=min_capacity,
             max_capacity=max_capacity,
         )
+        # By its literal name: registering must wait for the component it names.
+        scalable.node.add_dependency(self.component)
+        return scalable
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """InvokeEndpoint on the endpoint and on the component the call names."""

@@ -5,6 +5,8 @@ Metric names, namespaces and dimensions as SageMaker publishes them: invocation 
 instance metrics (CPU, memory, GPU) in `/aws/sagemaker/Endpoints` by EndpointName and VariantName.
 ModelLatency and ModelSetupTime are in microseconds. There is no instance-count metric; the sample
 count of CPUUtilization per minute is one sample per running instance (SageMaker's async FAQ).
+A model run as an inference component has its invocation metrics by InferenceComponentName and its
+instance metrics in `/aws/sagemaker/InferenceComponents`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .storage import ArtifactStore
 EndpointKind = Literal["realtime", "async", "serverless"]
 INVOCATION_NAMESPACE = "AWS/SageMaker"
 INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
+COMPONENT_INSTANCE_NAMESPACE = "/aws/sagemaker/InferenceComponents"
 PERIOD = Duration.minutes(1)
 P50, P99 = cloudwatch.Stats.percentile(50), cloudwatch.Stats.percentile(99)
 MICROSECONDS_PER_MS = 1000
@@ -34,11 +37,13 @@ MICROSECONDS_PER_MS = 1000
 
 @dataclass(frozen=True)
 class EndpointMetrics:
-    """The CloudWatch metrics of one endpoint variant, by the endpoint's (literal) name."""
+    """The CloudWatch metrics of one endpoint variant, by the endpoint's (literal) name, or of the
+    inference component `inference_component_name` (literal) on it."""
 
     endpoint_name: str
     variant_name: str
     kind: EndpointKind
+    inference_component_name: str | None = None
 
     @property
     def instance_based(self) -> bool:
@@ -52,7 +57,10 @@ class EndpointMetrics:
         return self._metric(INVOCATION_NAMESPACE, name, statistic, label, variant=False)
 
     def instance(self, name: str, statistic: str = cloudwatch.Stats.AVERAGE, label: str | None = None):
-        return self._metric(INSTANCE_NAMESPACE, name, statistic, label, variant=True)
+        namespace = (
+            INSTANCE_NAMESPACE if self.inference_component_name is None else COMPONENT_INSTANCE_NAMESPACE
+        )
+        return self._metric(namespace, name, statistic, label, variant=True)
 
     def instance_count(self) -> cloudwatch.Metric:
         return self.instance("CPUUtilization", cloudwatch.Stats.SAMPLE_COUNT, "instances")
@@ -62,9 +70,12 @@ class EndpointMetrics:
         return self.invocation("InvocationFailures" if self.kind == "async" else "InvocationModelErrors")
 
     def _metric(self, namespace, name, statistic, label, *, variant) -> cloudwatch.Metric:
-        dimensions = {"EndpointName": self.endpoint_name}
-        if variant:
-            dimensions["VariantName"] = self.variant_name
+        if self.inference_component_name is not None:
+            dimensions = {"InferenceComponentName": self.inference_component_name}
+        else:
+            dimensions = {"EndpointName": self.endpoint_name}
+            if variant:
+                dimensions["VariantName"] = self.variant_name
         return cloudwatch.Metric(
             namespace=namespace,
             metric_name=name,

@@ -1,10 +1,11 @@
-"""cdk-nag acknowledgements, each with its reason, attached to the construct it concerns."""
+"""cdk-nag acknowledgements and checkov skips, each with its reason, attached to the construct it
+concerns."""
 
 import json
 from typing import Any
 
 import jsii
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 
 from constructs import IConstruct, IValidation
 
@@ -12,6 +13,17 @@ from constructs import IConstruct, IValidation
 def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
     """Suppress one AwsSolutions finding (e.g. `AwsSolutions-IAM5[Resource::*]`) on `scope`."""
     Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def skip_checkov(scope: IConstruct, check_id: str, reason: str) -> None:
+    """Skip one checkov check (e.g. `CKV_AWS_116`) on `scope`'s resource, in checkov's own syntax:
+    `Metadata: {checkov: {skip: [{id, comment}]}}` on the resource."""
+    resource = scope.node.default_child or scope
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"{scope.node.path} is not a CloudFormation resource")
+    checkov = resource.get_metadata("checkov") or {"skip": []}
+    checkov["skip"] = [*checkov["skip"], {"id": check_id, "comment": reason}]
+    resource.add_metadata("checkov", checkov)
 
 
 def acknowledge_wildcard_resources(scope: IConstruct, resources: list[str], reason: str) -> None:

@@ -2,11 +2,13 @@
 
 from typing import Literal
 
+from aws_cdk import CfnDeletionPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 
 from constructs import Construct
 
+from .nag import skip_checkov
 from .registry import ModelRegistry
 from .settings import ModelVersion
 
@@ -24,6 +26,11 @@ class PackagedModel(Construct):
 
     `version` picks the registered version: the current registration (default) or a pinned one
     (see `ModelRegistry.package_arn_for`); each variant of an endpoint may pick its own.
+
+    A replaced Model is retained (`UpdateReplacePolicy: Retain`; a Model costs nothing): when SageMaker
+    rolls a blue/green update back, the endpoint keeps running the previous config and Model, which
+    CloudFormation's cleanup would otherwise delete. `d2sm verify` reports such a rollback; the first
+    deploy guide (docs/first-deploy.md) says how to delete what is no longer in use.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class PackagedModel(Construct):
         super().__init__(scope, construct_id)
         self.mode = mode
         self.version = version
+        self.role = role
         self.resource = sagemaker.CfnModel(
             self,
             "Resource",
@@ -51,4 +59,14 @@ class PackagedModel(Construct):
                 environment={"INFERENCE_MODE": mode},
             ),
         )
+        # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).
+        self.resource.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE
+        self.resource.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
+        if instance_type is None:
+            skip_checkov(
+                self.resource,
+                "CKV_AWS_370",
+                "Serverless endpoints do not support network isolation (SageMaker refuses the model); "
+                "every instance-based mode runs network-isolated.",
+            )
         self.model_name = self.resource.attr_model_name

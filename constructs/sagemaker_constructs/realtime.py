@@ -70,13 +70,11 @@ class RealtimeEndpoint(InferenceEndpoint):
         self.shadow_variant_name = None if shadow is None else shadow.name
         self._name_experiment_endpoint(plans)
         self._monitor_variants(monitoring, alarm_topic)
+        rollback_alarms = [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback]
         self._create_endpoint(
             [variant(plan) for plan in plans],
             autoscaled=any(plan.scaling is not None for plan in plans),
-            deployment_config=blue_green_deployment(
-                config.rollout,
-                [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback],
-            ),
+            deployment_config=blue_green_deployment(config.rollout, rollback_alarms),
             data_capture_config=capture,
             shadow_variants=[] if shadow is None else [variant(shadow)],
             # Retaining the autoscaled instance counts must not keep old weights or capture settings.
@@ -84,6 +82,10 @@ class RealtimeEndpoint(InferenceEndpoint):
                 *(["DesiredWeight"] if config.variants is not None or shadow is not None else []),
                 *(["DataCaptureConfig"] if capture is not None else []),
             ],
+        )
+        self._let_roles_read_rollback_alarms(
+            [m.role for m in (model, *models.values()) if m is not None],
+            rollback_alarms if config.rollout.auto_rollback else [],
         )
         # Per production variant; `scaling` is the default variant's (None in an A/B test).
         self.variant_scaling: dict[str, ScalableInstanceCount] = {}

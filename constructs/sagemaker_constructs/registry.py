@@ -20,10 +20,16 @@ SUPPORTED_CONTENT_TYPES = [
     "application/json",
 ]
 SUPPORTED_RESPONSE_MIME_TYPES = ["application/json"]
+# The group's description is create-only on a fixed-name, retained resource, which CloudFormation
+# cannot replace: it never follows `model.description` (that describes each version). The text is
+# the default `model.description` of earlier releases, so their groups see no change.
+PACKAGE_GROUP_DESCRIPTION = "Detectron2 Mask R-CNN instance segmentation"
 
 
 class ModelRegistry(Construct):
     """Model package group + one version: GPU image as primary specification, CPU image as `cpu`.
+
+    `description` describes the version; the group's own description is `PACKAGE_GROUP_DESCRIPTION`.
 
     A new image or model replaces the version (`InferenceSpecification` is create-only): the group
     gains the next version number. Every version, and the group, is retained, on replacement and on
@@ -53,7 +59,7 @@ class ModelRegistry(Construct):
             self,
             "Group",
             model_package_group_name=group_name,
-            model_package_group_description=description,
+            model_package_group_description=PACKAGE_GROUP_DESCRIPTION,
         )
 
         def containers(

@@ -42,6 +42,7 @@ class ServerlessEndpoint(InferenceEndpoint):
             autoscaled=False,
             deployment_config=self._deployment(config.rollout),
         )
+        self._let_roles_read_rollback_alarms([model.role], self._rollback_alarms(config.rollout))
         self.scaling: ScalableProvisionedConcurrency | None = None
         scaling = config.provisioned_concurrency_scaling
         if scaling is not None and config.provisioned_concurrency is not None:

@@ -1,13 +1,13 @@
 """Encrypted storage every mode writes into: one KMS key, the artifacts bucket and its access-log bucket."""
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
 from constructs import Construct
 
-from .nag import acknowledge
+from .nag import acknowledge, skip_checkov
 
 
 class ArtifactStore(Construct):
@@ -62,6 +62,11 @@ class ArtifactStore(Construct):
             "AwsSolutions-S1",
             "This is the access-log target bucket; logging it into itself would loop.",
         )
+        skip_checkov(
+            self.access_log_bucket,
+            "CKV_AWS_18",
+            "This is the access-log target bucket; logging it into itself would loop.",
+        )
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -111,6 +116,40 @@ class ArtifactStore(Construct):
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            )
+        )
+
+    def let_logs_encrypt_with_key(self, log_group_patterns: list[str]) -> None:
+        """CloudWatch Logs may encrypt the log groups named `log_group_patterns` (e.g.
+        `/aws/vendedlogs/states/<app>-*`) with the key, and only those: the encryption context
+        names the log group."""
+        stack = Stack.of(self)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=[
+                    "kms:Decrypt",
+                    "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey",
+                    "kms:GenerateDataKeyWithoutPlaintext",
+                    "kms:ReEncryptFrom",
+                    "kms:ReEncryptTo",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": [
+                            stack.format_arn(
+                                service="logs",
+                                resource="log-group",
+                                resource_name=pattern,
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                            )
+                            for pattern in log_group_patterns
+                        ]
+                    }
+                },
             )
         )
 

@@ -171,7 +171,7 @@ def resolve_definition(definition: Any, tokens: dict[str, str]) -> str:
     return separator.join(rendered)
 
 
-def wait_for_execution(sfn, execution_arn: str, timeout_s: float = 60) -> dict:
+def wait_for_execution(sfn, execution_arn: str, timeout_s: float = 300) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         execution = sfn.describe_execution(executionArn=execution_arn)

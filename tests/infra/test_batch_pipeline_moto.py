@@ -380,11 +380,20 @@ def test_a_job_sagemaker_refuses_reaches_the_failure_notification_as_not_created
     assert json.loads(summary["Body"].read()) == notification
 
 
-def test_an_object_that_is_not_a_marker_starts_nothing(pipeline):
-    execution = pipeline.deliver(s3_object_created_event(BUCKET, "batch/submit/b-008/extra"))
+@pytest.mark.parametrize(
+    "key",
+    [
+        "batch/submit/b-008/extra",
+        # The S3 console's "Create folder" writes this placeholder.
+        "batch/submit/",
+    ],
+)
+def test_an_object_that_is_not_a_marker_is_ignored_without_failing(pipeline, key):
+    execution = pipeline.deliver(s3_object_created_event(BUCKET, key))
 
-    assert execution["status"] == "FAILED"
-    assert execution["error"] == "InvalidSubmission"
+    # Not a failed execution: the failed-executions alarm must not fire for a folder placeholder.
+    assert execution["status"] == "SUCCEEDED"
+    assert states_entered(pipeline.sfn, execution["executionArn"])[-1] == "NotABatchMarker"
     assert pipeline.jobs() == []
     assert pipeline.notifications() == []
 

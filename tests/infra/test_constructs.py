@@ -30,9 +30,14 @@ def stack() -> cdk.Stack:
     return cdk.Stack(cdk.App(), "Test")
 
 
+# The role SageMaker runs a model with (an imported one: no stack of the test owns it).
+EXECUTION_ROLE_ARN = "arn:aws:iam::123456789012:role/execution"
+EXECUTION_ROLE = iam.Role.from_role_arn(cdk.Stack(cdk.App(), "Roles"), "Execution", EXECUTION_ROLE_ARN)
+
+
 def model_named(name: str):
-    """Endpoints only read `model_name` from their PackagedModel."""
-    return SimpleNamespace(model_name=name)
+    """Endpoints only read `model_name` and `role` from their PackagedModel."""
+    return SimpleNamespace(model_name=name, role=EXECUTION_ROLE)
 
 
 def caller_statements(stack: cdk.Stack, caller: iam.Role) -> list[dict]:
@@ -287,3 +292,17 @@ def test_an_endpoint_built_alone_rolls_back_on_its_own_alarms(stack):
         "AlarmActions" not in template["Resources"][logical_id(a)]["Properties"]
         for a in endpoint.alarms.rollback
     )
+    # SageMaker reads them with the model's role during the deployment (auto-rollback needs it).
+    (policy_id, policy), *others = [
+        (k, r["Properties"]) for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Policy"
+    ]
+    assert others == []
+    assert policy["Roles"] == ["execution"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Action": "cloudwatch:DescribeAlarms",
+            "Effect": "Allow",
+            "Resource": [{"Fn::GetAtt": [logical_id(alarm), "Arn"]} for alarm in endpoint.alarms.rollback],
+        }
+    ]
+    assert policy_id in template["Resources"][logical_id(endpoint.endpoint)]["DependsOn"]

@@ -8,7 +8,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from sagemaker_constructs import InferenceComponentEndpoint
 from sagemaker_constructs.inference_component import INITIAL_COPY_COUNT
-from sagemaker_constructs.settings import RealtimeConfig
+from sagemaker_constructs.settings import MonitoringConfig, RealtimeConfig
 
 from .cfn import flatten, logical_id
 from .conftest import synthesize
@@ -29,9 +29,33 @@ def endpoint(s2z) -> InferenceComponentEndpoint:
     return s2z.stacks.modes["realtime"].endpoint
 
 
+# SageMaker writes the name in lower case (ARNs, CloudWatch dimensions, which are case-sensitive).
+COMPONENT_NAME = "detectron2scaletozero-realtime-component"
+
+
 def component_name(endpoint) -> str:
-    """The component's name as the template spells it (taken from its ARN)."""
+    """The component's name as the template spells it."""
     return flatten(cdk.Stack.of(endpoint).resolve(endpoint.inference_component_name))
+
+
+def test_the_component_name_is_one_lower_case_literal_wherever_the_template_names_it(s2z, endpoint):
+    """The component, its scalable target, its alarms' dimensions and the output: one literal, so
+    the copy scaling and the alarms watch the series SageMaker publishes (by its lower-case name)."""
+    _, component = s2z.only("realtime", "AWS::SageMaker::InferenceComponent")
+    _, target = s2z.only("realtime", "AWS::ApplicationAutoScaling::ScalableTarget")
+    dimensions = [
+        d["Value"]
+        for alarm in s2z.resources("realtime", "AWS::CloudWatch::Alarm").values()
+        for d in alarm["Properties"].get("Dimensions", [])
+        if d["Name"] == "InferenceComponentName"
+    ]
+    output = s2z.template("realtime")["Outputs"]["InferenceComponentName"]["Value"]
+
+    assert component_name(endpoint) == COMPONENT_NAME == COMPONENT_NAME.lower()
+    assert component["Properties"]["InferenceComponentName"] == COMPONENT_NAME
+    assert target["Properties"]["ResourceId"] == f"inference-component/{COMPONENT_NAME}"
+    assert dimensions and set(dimensions) == {COMPONENT_NAME}
+    assert output == COMPONENT_NAME
 
 
 def test_only_the_shared_and_realtime_stacks_are_built(s2z):
@@ -91,6 +115,7 @@ def test_component_runs_the_registered_model_with_the_configured_compute(s2z, en
     _, component = s2z.only("realtime", "AWS::SageMaker::InferenceComponent")
 
     assert component["Properties"] == {
+        "InferenceComponentName": COMPONENT_NAME,
         "EndpointName": {"Fn::GetAtt": [endpoint_id, "EndpointName"]},
         "VariantName": "AllTraffic",
         "Specification": {
@@ -106,13 +131,43 @@ def test_component_runs_the_registered_model_with_the_configured_compute(s2z, en
             },
         },
         "RuntimeConfig": {"CopyCount": 1},
-        "DeploymentConfig": component["Properties"]["DeploymentConfig"],
     }
 
 
-def test_a_new_model_version_rolls_one_copy_at_a_time_and_rolls_back_on_the_endpoint_alarms(s2z, endpoint):
+def test_a_component_that_may_run_one_copy_gets_no_rolling_update_policy(s2z, endpoint):
+    # AWS documents MaximumBatchSize as 5-50 % of the copy count: nothing for 0 or 1 copies.
     _, component = s2z.only("realtime", "AWS::SageMaker::InferenceComponent")
-    deployment = component["Properties"]["DeploymentConfig"]
+
+    assert endpoint.scaling is not None and "DeploymentConfig" not in component["Properties"]
+    assert not s2z.resources("realtime", "AWS::IAM::Policy")
+
+
+def test_the_component_alarms_watch_the_component_metrics(s2z, endpoint):
+    alarms = [
+        endpoint.alarms.alarms[name] for name in ("Invocation5XXErrors", "ModelErrors", "ModelLatencyP99")
+    ]
+    for alarm in alarms:
+        properties = s2z.template("realtime")["Resources"][logical_id(alarm)]["Properties"]
+        assert properties["Namespace"] == "AWS/SageMaker"
+        assert properties["Dimensions"] == [{"Name": "InferenceComponentName", "Value": COMPONENT_NAME}]
+    memory = s2z.template("realtime")["Resources"][logical_id(endpoint.alarms.alarms["MemoryUtilization"])]
+    assert memory["Properties"]["Namespace"] == "/aws/sagemaker/InferenceComponents"
+
+
+def test_the_endpoint_config_isolates_the_component_from_the_network(s2z):
+    _, config = s2z.only("realtime", "AWS::SageMaker::EndpointConfig")
+
+    assert config["Properties"]["EnableNetworkIsolation"] is True
+
+
+def test_two_or_more_copies_roll_one_at_a_time_and_roll_back_on_alarms_sagemaker_may_read():
+    stack, endpoint = component_endpoint(
+        {"max_instance_count": 4, "scaling": {"min_copies": 2, "max_copies": 4}},
+        monitoring=MonitoringConfig(),
+    )
+    template = Template.from_stack(stack).to_json()
+    component_id = logical_id(endpoint.component)
+    deployment = template["Resources"][component_id]["Properties"]["DeploymentConfig"]
 
     assert deployment["RollingUpdatePolicy"] == {
         "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
@@ -121,6 +176,18 @@ def test_a_new_model_version_rolls_one_copy_at_a_time_and_rolls_back_on_the_endp
     assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
         {"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback
     ]
+    ((policy_id, policy),) = [
+        (k, r["Properties"]) for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Policy"
+    ]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Action": "cloudwatch:DescribeAlarms",
+            "Effect": "Allow",
+            "Resource": [{"Fn::GetAtt": [logical_id(a), "Arn"]} for a in endpoint.alarms.rollback],
+        }
+    ]
+    assert policy["Roles"] == [{"Ref": logical_id(endpoint_role(stack))}, "execution"]
+    assert policy_id in template["Resources"][component_id]["DependsOn"]
 
 
 def test_the_model_behind_the_component_is_the_gpu_specification_of_the_current_version(s2z):
@@ -136,11 +203,9 @@ def test_copy_count_target_scales_the_component_between_zero_and_max_copies(s2z,
     _, target = s2z.only("realtime", "AWS::ApplicationAutoScaling::ScalableTarget")
     properties = target["Properties"]
 
-    assert flatten(properties["ResourceId"]) == f"inference-component/{component_name(endpoint)}"
-    assert component_name(endpoint) == (
-        f'{{"Fn::Select": [1, {{"Fn::Split": ["/", {{"Fn::GetAtt": '
-        f'["{logical_id(endpoint.component)}", "InferenceComponentArn"]}}]}}]}}'
-    )
+    assert properties["ResourceId"] == f"inference-component/{COMPONENT_NAME}"
+    # Registering waits for the component its literal name refers to.
+    assert logical_id(endpoint.component) in target["DependsOn"]
     assert properties["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
     assert properties["ServiceNamespace"] == "sagemaker"
     assert (properties["MinCapacity"], properties["MaxCapacity"]) == (0, 2)
@@ -229,11 +294,19 @@ def test_the_execution_role_gets_no_capture_prefix_without_data_capture(s2z):
 # --- the construct on its own --------------------------------------------------------------------
 
 
-def component_endpoint(components: dict, **realtime) -> tuple[cdk.Stack, InferenceComponentEndpoint]:
+def component_endpoint(
+    components: dict, monitoring: MonitoringConfig | None = None, **realtime
+) -> tuple[cdk.Stack, InferenceComponentEndpoint]:
     stack = cdk.Stack(cdk.App(), "Test")
     role = iam.Role(stack, "Execution", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
     config = RealtimeConfig.model_validate({"scaling": None, "inference_components": components, **realtime})
-    return stack, InferenceComponentEndpoint(stack, "Ic", model=model_named("m"), config=config, role=role)
+    return stack, InferenceComponentEndpoint(
+        stack, "Ic", model=model_named("m"), config=config, role=role, monitoring=monitoring
+    )
+
+
+def endpoint_role(stack: cdk.Stack) -> iam.Role:
+    return stack.node.find_child("Execution")
 
 
 def resources_of(stack: cdk.Stack, resource_type: str) -> list[dict]:

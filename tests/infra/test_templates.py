@@ -454,7 +454,8 @@ def test_async_topics_are_kms_encrypted_and_ssl_only(synth):
 
 def test_async_endpoint_waits_for_its_publish_permission(synth):
     endpoint = synth.stacks.modes["async"].endpoint
-    policy_id, policy = synth.only("async", "AWS::IAM::Policy")
+    policy_id = logical_id(endpoint.notification_policy)
+    policy = synth.template("async")["Resources"][policy_id]
     _, cfn_endpoint = synth.only("async", "AWS::SageMaker::Endpoint")
 
     assert statements(policy["Properties"]["PolicyDocument"]) == [
@@ -468,7 +469,7 @@ def test_async_endpoint_waits_for_its_publish_permission(synth):
         }
     ]
     assert "<Detectron2-Shared:PublishOutputRefExecutionRole" in flatten(policy["Properties"]["Roles"][0])
-    assert cfn_endpoint["DependsOn"] == [policy_id]
+    assert policy_id in cfn_endpoint["DependsOn"]
 
 
 def test_async_scalable_target_reaches_zero(synth):
@@ -576,3 +577,37 @@ def test_gpu_variants_run_on_an_ami_whose_driver_runs_the_cuda_13_image(synth, m
     (variant,) = config["Properties"]["ProductionVariants"]
     # NVIDIA driver 580: CUDA 13 without the forward-compatibility libraries.
     assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
+
+
+@pytest.mark.parametrize("key", ["realtime", "async", "serverless"])
+def test_the_role_sagemaker_deploys_with_may_read_exactly_the_rollback_alarms(synth, prod_synth, key):
+    """SageMaker's auto-rollback reads the alarms with the endpoint's execution role: without
+    cloudwatch:DescribeAlarms on them, no deployment could roll back."""
+    for built in (synth, prod_synth):
+        _, endpoint = built.only(key, "AWS::SageMaker::Endpoint")
+        _, model = built.only(key, "AWS::SageMaker::Model")
+        alarms = endpoint["Properties"]["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+        readers = [
+            (policy_id, policy["Properties"])
+            for policy_id, policy in built.resources(key, "AWS::IAM::Policy").items()
+            if any(
+                "cloudwatch:DescribeAlarms" in as_list(statement["Action"])
+                for statement in statements(policy["Properties"]["PolicyDocument"])
+            )
+        ]
+
+        assert len(alarms) == 3
+        ((policy_id, policy),) = readers
+        assert statements(policy["PolicyDocument"]) == [
+            {
+                "Action": "cloudwatch:DescribeAlarms",
+                "Effect": "Allow",
+                "Resource": [{"Fn::GetAtt": [alarm["AlarmName"]["Ref"], "Arn"]} for alarm in alarms],
+            }
+        ]
+        # The model's execution role (from the shared stack), by name.
+        (role,) = policy["Roles"]
+        assert "ExecutionRole" in flatten(role) and "ExecutionRole" in flatten(
+            model["Properties"]["ExecutionRoleArn"]
+        )
+        assert policy_id in endpoint["DependsOn"]
