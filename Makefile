@@ -2,6 +2,8 @@
 # VENV can point at another virtual environment (e.g. one where detectron2 was built from source).
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+# checkov pins a boto3 that cannot share $(VENV) with moto's: it gets a virtual environment of its own.
+CHECKOV_VENV ?= .venv-checkov
 PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
@@ -9,7 +11,7 @@ CDK := npx --no-install cdk
 .PHONY: install install-synth synth test test-infra test-container bench lint-templates clean
 
 # Everything the tests need (torch, the serving package's dependencies, the test tools).
-install: $(VENV)/.installed node_modules/.package-lock.json
+install: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.package-lock.json
 
 # Only what synthesis needs: the CDK app's requirements and the CDK CLI.
 install-synth: $(VENV)/.installed-synth node_modules/.package-lock.json
@@ -29,6 +31,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements
 	$(PIP) install -qq -e client
 	touch $@ $(VENV)/.installed-synth
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -qq --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -qq -r requirements-checkov.txt
+	touch $@
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
@@ -36,10 +44,10 @@ synth: install-synth
 	$(CDK) synth --quiet
 
 test: install
-	$(PYTHON) -m pytest
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest
 
 test-infra: install
-	$(PYTHON) -m pytest tests/infra
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest tests/infra
 
 test-container: install
 	$(PYTHON) -m pytest tests/container
