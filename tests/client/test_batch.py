@@ -9,7 +9,7 @@ import time
 
 import boto3
 import pytest
-from moto.sagemaker.models import sagemaker_backends
+from moto.sagemaker.models import FakeTransformJob, sagemaker_backends
 
 from .conftest import ACCOUNT, JOB_NAME_PREFIX, REGION, d2sm, detections, error_object, photo
 
@@ -58,9 +58,8 @@ class Pipeline(threading.Thread):
             TransformOutput={"S3OutputPath": f"s3://{self.bucket}/batch/output/{batch_id}/"},
             TransformResources={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1},
         )
-        # moto marks a new job Completed at once; like SageMaker, it is InProgress until outputs exist.
+        # InProgress from its creation (see the `pipeline` fixture) until the outputs exist.
         job = sagemaker_backends[ACCOUNT][REGION].transform_jobs[self.job_name]
-        job.transform_job_status = "InProgress"
         if self.status == "Completed":
             for key in self.inputs_at_submit:
                 name = key.rsplit("/", 1)[1]
@@ -73,11 +72,23 @@ class Pipeline(threading.Thread):
             s3.put_object(
                 Bucket=self.bucket, Key=f"batch/output/{batch_id}/_summary.json", Body=json.dumps(summary)
             )
-        job.transform_job_status, job.failure_reason = self.status, self.reason
+        # The reason first: a DescribeTransformJob in between must never see Failed without it.
+        job.failure_reason = self.reason
+        job.transform_job_status = self.status
 
 
 @pytest.fixture
-def pipeline(deployed):
+def pipeline(deployed, monkeypatch):
+    """Starts Pipeline threads. moto marks a new transform job Completed inside its constructor; the
+    client polling in parallel could see that before the thread sets the real status. Here a job
+    is InProgress from the moment it exists, as SageMaker's is, whatever the interleaving."""
+    created = FakeTransformJob.__init__
+
+    def in_progress_at_creation(self, *args, **kwargs):
+        created(self, *args, **kwargs)
+        self.transform_job_status = "InProgress"
+
+    monkeypatch.setattr(FakeTransformJob, "__init__", in_progress_at_creation)
     started: list[Pipeline] = []
 
     def start(answers, **kwargs) -> Pipeline:
