@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ CLIENT_SRC = REPO / "client" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
+from moto.sagemakerruntime.models import SageMakerRuntimeBackend
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from moto.server import ThreadedMotoServer
 from PIL import Image
@@ -56,9 +58,25 @@ def accept_binary_invocations() -> None:
     SageMakerRuntimeResponse.setup_class = setup_class
 
 
+def serialize_canned_answers() -> None:
+    """moto hands out canned InvokeEndpoint answers from a queue and a per-endpoint dict it creates
+    on first use without a lock: two concurrent first calls (`invoke --concurrency 2`) can replace
+    each other's dict and one answers 500. One call at a time inside moto; the client still sends
+    them concurrently."""
+    original = SageMakerRuntimeBackend.invoke_endpoint
+    lock = threading.Lock()
+
+    def invoke_endpoint(self, endpoint_name, unique_repr):
+        with lock:
+            return original(self, endpoint_name, unique_repr)
+
+    SageMakerRuntimeBackend.invoke_endpoint = invoke_endpoint
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     accept_binary_invocations()
+    serialize_canned_answers()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -182,13 +200,23 @@ def deploy(url: str) -> Deployment:
             ],
         )
         sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{mode}-config")
-    stack(cloudformation, f"{APP}-Realtime", {"EndpointName": ENDPOINTS["Realtime"]})
-    stack(cloudformation, f"{APP}-Serverless", {"EndpointName": ENDPOINTS["Serverless"]})
+    # Each endpoint stack also names the config it deployed (what `verify` compares with the live one).
+    stack(
+        cloudformation,
+        f"{APP}-Realtime",
+        {"EndpointName": ENDPOINTS["Realtime"], "EndpointConfigName": "Realtime-config"},
+    )
+    stack(
+        cloudformation,
+        f"{APP}-Serverless",
+        {"EndpointName": ENDPOINTS["Serverless"], "EndpointConfigName": "Serverless-config"},
+    )
     stack(
         cloudformation,
         f"{APP}-Async",
         {
             "EndpointName": ENDPOINTS["Async"],
+            "EndpointConfigName": "Async-config",
             "InputUri": f"s3://{bucket}/async/input",
             "OutputUri": f"s3://{bucket}/async/output",
             "FailureUri": f"s3://{bucket}/async/failure",

@@ -114,3 +114,19 @@ def test_diff_comment_is_updated_in_place(post_comments):
 
     _, calls = post_comments(["<!-- cdk-diff 1 -->\nv2 page 1"])
     assert calls == []  # unchanged: no edit, no notification
+
+
+def test_the_deploy_job_verifies_what_it_deployed_and_fails_on_a_failed_check():
+    import yaml
+
+    steps = yaml.safe_load((REPO / ".github" / "workflows" / "deploy.yml").read_text())["jobs"]["deploy"][
+        "steps"
+    ]
+    names = [step.get("name") for step in steps]
+    deploy, verify = names.index("Deploy"), names.index("Verify every deployed mode (d2sm verify)")
+
+    assert verify == deploy + 1
+    script = steps[verify]["run"]
+    assert script.strip().splitlines()[-1] == '.venv/bin/d2sm --app-name "$app_name" verify'
+    # No `|| true` or continue-on-error: the step's (and the job's) status is d2sm's exit status.
+    assert "||" not in script and "continue-on-error" not in steps[verify]

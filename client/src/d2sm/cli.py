@@ -1,4 +1,4 @@
-"""d2sm: register, invoke, async, batch and show for the Detectron2 SageMaker stacks.
+"""d2sm: register, invoke, async, batch, show and verify for the Detectron2 SageMaker stacks.
 
 Every failure is one `error:` line on stderr and exit status 1 (2 for a bad command line).
 """
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import async_invoke, batch, invoke, register, show
+from . import async_invoke, batch, invoke, register, show, verify
 from .aws import DEFAULT_APP_NAME, Aws
 from .errors import CliError
 
@@ -109,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     sho.add_argument("--image", type=Path, help="the image (default: the result's name without .json)")
     sho.add_argument("--output", type=Path, help="PNG to write (default: photo.jpg.overlay.png)")
     sho.add_argument("--min-score", type=float, default=0.0, help="hide instances scoring below this")
+    verify.add_command(commands)
     return root
 
 
@@ -153,6 +154,8 @@ def dispatch(args: argparse.Namespace, packager_args: list[str]) -> None:
         )
     elif args.command == "batch":
         batch.run(aws, path=args.path, batch_id=args.batch_id, timeout_s=args.timeout, poll_s=args.poll)
+    elif args.command == "verify":
+        verify.run_command(aws, args)
 
 
 def main(argv: list[str] | None = None) -> int:
