@@ -114,11 +114,14 @@ def test_requests_past_their_timeout_get_503_and_queued_ones_never_run(
     held = Instrumented(start_server, instrumented_model_dir, tmp_path / "records", hold_load=False, env=env)
     held.server.wait_until_ready()
     predictions_at_start = len(held.lines("running"))  # the warm-up's
+    (held.records / "predicting").unlink()  # touched by the warm-up
     (held.records / "hold-predict").touch()
     jpeg = INPUT_PHOTO.read_bytes()
     with ThreadPoolExecutor(max_workers=2) as clients:
         running = clients.submit(held.server.invoke, jpeg, "image/jpeg")
-        time.sleep(0.5)
+        # The second request must find the first in predict_fn, however slowly a loaded machine
+        # got it there (a fixed sleep let them arrive in either order).
+        wait_for((held.records / "predicting").exists, "the first request to reach predict_fn")
         queued = clients.submit(held.server.invoke, jpeg, "image/jpeg")
         for response in (running.result(), queued.result()):
             assert response.status_code == 503

@@ -172,7 +172,6 @@ def test_ping_answers_promptly_while_inferences_run(server):
     jpeg = INPUT_PHOTO.read_bytes()
     with ThreadPoolExecutor(max_workers=2) as clients:
         inferences = [clients.submit(server.invoke, jpeg, "image/jpeg") for _ in range(2)]
-        time.sleep(0.3)
         durations = []
         while not all(f.done() for f in inferences):
             started = time.perf_counter()
@@ -180,7 +179,9 @@ def test_ping_answers_promptly_while_inferences_run(server):
             durations.append(time.perf_counter() - started)
             time.sleep(0.1)
         assert [f.result().status_code for f in inferences] == [200] * 2
-    assert durations and max(durations) < 1.0, durations
+    # SageMaker's own limit, not a speed target: a loaded CI machine slows every ping, yet a ping
+    # stuck behind an inference (seconds on a CPU) would still exceed it.
+    assert durations and max(durations) < 2.0, durations
 
 
 def test_a_client_that_disconnects_mid_body_is_not_an_internal_error(server):
