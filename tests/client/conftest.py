@@ -19,6 +19,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import requests
+from moto.sagemakerruntime.models import SageMakerRuntimeBackend
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SRC = REPO / "client" / "src"
@@ -26,7 +27,6 @@ CLIENT_SRC = REPO / "client" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
-from moto.sagemakerruntime.models import SageMakerRuntimeBackend
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from moto.server import ThreadedMotoServer
 from PIL import Image
