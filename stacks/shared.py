@@ -76,6 +76,7 @@ class SharedModelStack(Stack):
             "Registry",
             group_name=config.package_group_name,
             description=config.model.description,
+            group_description=config.model.package_group_description,
             approval_status=config.model.approval_status,
             images=images,
             model_data=model_data,

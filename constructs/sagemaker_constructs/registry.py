@@ -20,16 +20,14 @@ SUPPORTED_CONTENT_TYPES = [
     "application/json",
 ]
 SUPPORTED_RESPONSE_MIME_TYPES = ["application/json"]
-# The group's description is create-only on a fixed-name, retained resource, which CloudFormation
-# cannot replace: it never follows `model.description` (that describes each version). The text is
-# the default `model.description` of earlier releases, so their groups see no change.
-PACKAGE_GROUP_DESCRIPTION = "Detectron2 Mask R-CNN instance segmentation"
 
 
 class ModelRegistry(Construct):
     """Model package group + one version: GPU image as primary specification, CPU image as `cpu`.
 
-    `description` describes the version; the group's own description is `PACKAGE_GROUP_DESCRIPTION`.
+    `description` describes the version; `group_description` the group. The group's is create-only
+    on a fixed-name, retained resource, which CloudFormation cannot replace: it never follows the
+    version's.
 
     A new image or model replaces the version (`InferenceSpecification` is create-only): the group
     gains the next version number. Every version, and the group, is retained, on replacement and on
@@ -48,6 +46,7 @@ class ModelRegistry(Construct):
         *,
         group_name: str,
         description: str,
+        group_description: str,
         approval_status: str,
         images: InferenceImages,
         model_data: ModelData,
@@ -59,7 +58,7 @@ class ModelRegistry(Construct):
             self,
             "Group",
             model_package_group_name=group_name,
-            model_package_group_description=PACKAGE_GROUP_DESCRIPTION,
+            model_package_group_description=group_description,
         )
 
         def containers(

@@ -162,6 +162,7 @@ def make_registry(stack: cdk.Stack, directory, **overrides) -> ModelRegistry:
     props = {
         "group_name": "team-a-models",
         "description": "d",
+        "group_description": "g",
         "approval_status": "Approved",
         "images": InferenceImages(stack, "Images", directory=directory),
         "model_data": ModelData(stack, "ModelData", location="s3://b-1/m.tar.gz"),

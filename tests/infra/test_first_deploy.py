@@ -27,6 +27,20 @@ def test_changing_model_description_changes_no_property_of_the_package_group(tmp
     assert group_before == group_after
     # The description still describes the registered version (a new version, the group keeps both).
     assert package_after["Properties"]["ModelPackageDescription"] == "second"
+    assert (
+        group_after["Properties"]["ModelPackageGroupDescription"]
+        == "Detectron2 Mask R-CNN instance segmentation"
+    )
+
+
+def test_the_group_description_is_its_own_setting(tmp_path):
+    # For a group an earlier release created with another model.description: match it here.
+    built = synthesize_config(
+        tmp_path / "out", {**ONLY_SHARED, "model": {"package_group_description": "mine"}}
+    )
+
+    _, group = built.only("shared", "AWS::SageMaker::ModelPackageGroup")
+    assert group["Properties"]["ModelPackageGroupDescription"] == "mine"
 
 
 @pytest.mark.parametrize("fixture", ["synth", "prod_synth"])

@@ -22,7 +22,14 @@ class ModelConfig(Section):
         Annotated[str, matching(PACKAGE_GROUP_NAME, "1-63 letters, digits or inner hyphens")] | None
     ) = None
     approval_status: Literal["Approved", "PendingManualApproval", "Rejected"] = "Approved"
+    # The registered version's description: a change registers a new version.
     description: Annotated[str, Field(max_length=1024)] = "Detectron2 Mask R-CNN instance segmentation"
+    # The group's: create-only on a retained group with a fixed name, which CloudFormation cannot
+    # replace, so set it once, before the first deploy (a group created by an earlier release with
+    # another model.description keeps that text: set it here to match).
+    package_group_description: Annotated[str, Field(max_length=1024)] = (
+        "Detectron2 Mask R-CNN instance segmentation"
+    )
 
     @field_validator("data")
     @classmethod
