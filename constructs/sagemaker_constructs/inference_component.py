@@ -8,8 +8,7 @@ from aws_cdk import aws_sns as sns
 
 from constructs import Construct
 
-from .endpoint import VARIANT_NAME, InferenceEndpoint
-from .instance_types import is_gpu
+from .endpoint import VARIANT_NAME, InferenceEndpoint, ami_version, instance_pools
 from .packaged_model import PackagedModel
 from .scaling import ScalableCopyCount
 from .settings import MonitoringConfig, RealtimeConfig, RolloutConfig
@@ -51,16 +50,19 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
         # The endpoint's own metrics and alarms, as for a classic variant. The endpoint gets no
         # DeploymentConfig: a new model version updates the component, which rolls (below).
-        self._monitor("realtime", monitoring, alarm_topic)
+        self.instance_types = config.instance_types
+        self._monitor("realtime", monitoring, alarm_topic, self.instance_types)
+        pooled = config.instance_pools is not None
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
-                    instance_type=config.instance_type,
+                    # Pools are all GPU or all CPU here (validated): the one model serves them all.
+                    instance_type=None if pooled else config.instance_type,
+                    instance_pools=instance_pools(config.instance_types, model) if pooled else None,
+                    variant_instance_provision_timeout_in_seconds=config.provision_timeout,
                     initial_instance_count=config.initial_instance_count,
-                    inference_ami_version=config.inference_ami_version
-                    if is_gpu(config.instance_type)
-                    else None,
+                    inference_ami_version=ami_version(config, config.instance_types),
                     managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
                         status="ENABLED",
                         min_instance_count=0,
