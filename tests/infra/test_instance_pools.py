@@ -163,6 +163,57 @@ def test_cdk_nag_reports_nothing_on_the_capacity_fallback_stacks(fallback):
     assert all(not plugin.get("violations") for plugin in report["pluginReports"])
 
 
+@pytest.mark.parametrize(
+    ("pools", "other_model", "specification"),
+    [
+        (["ml.g5.xlarge", "ml.m5.xlarge"], "CpuModel", "cpu"),
+        # A CPU first choice with a GPU fallback: the variant's model is the CPU one.
+        (["ml.m5.xlarge", "ml.g5.xlarge"], "GpuModel", None),
+    ],
+)
+def test_a_realtime_pool_list_across_gpu_and_cpu_overrides_the_model_of_the_other_kind(
+    tmp_path, pools, other_model, specification
+):
+    synth = synthesize_config(
+        tmp_path / "cdk.out",
+        {
+            "realtime": {"instance_pools": pools},
+            "async": {"enabled": False},
+            "serverless": {"enabled": False},
+            "batch": {"enabled": False},
+        },
+    )
+    pooled = variant(synth, "realtime")
+    models = synth.resources("realtime", "AWS::SageMaker::Model")
+    (override_id,) = [k for k in models if k.startswith(other_model)]
+
+    assert pooled["InstancePools"][0] == {"InstanceType": pools[0], "Priority": 1}
+    assert pooled["InstancePools"][1]["ModelNameOverride"] == {"Fn::GetAtt": [override_id, "ModelName"]}
+    container = models[override_id]["Properties"]["PrimaryContainer"]
+    assert container.get("InferenceSpecificationName") == specification
+    assert container["Environment"] == {"INFERENCE_MODE": "realtime"}
+    assert pooled["InferenceAmiVersion"] == GPU_AMI
+    templates = [str(path) for path in synth.outdir.glob("*Realtime.template.json")]
+    assert [str(match) for match in lint_by_config(ManualArgs(templates=templates))] == []
+
+
+def test_an_all_cpu_pool_list_gets_no_gpu_ami(tmp_path):
+    synth = synthesize_config(
+        tmp_path / "cdk.out",
+        {
+            "async": {"instance_pools": ["ml.c5.4xlarge", "ml.m5.4xlarge"]},
+            "realtime": {"enabled": False},
+            "serverless": {"enabled": False},
+            "batch": {"enabled": False},
+        },
+    )
+    pooled = variant(synth, "async")
+
+    assert "InferenceAmiVersion" not in pooled and "InstanceType" not in pooled
+    (model,) = synth.resources("async", "AWS::SageMaker::Model").values()
+    assert model["Properties"]["PrimaryContainer"]["InferenceSpecificationName"] == "cpu"
+
+
 # --- Inference components on pools ---------------------------------------------------------------
 
 
@@ -193,6 +244,8 @@ def test_an_inference_component_endpoint_takes_gpu_pools_with_one_model(tmp_path
     # Copies, not the variant, are autoscaled: the name need not follow the pools.
     _, endpoint = synth.only("realtime", "AWS::SageMaker::Endpoint")
     assert endpoint["Properties"]["EndpointName"] == "Detectron2-Realtime"
+    templates = [str(path) for path in synth.outdir.glob("*Realtime.template.json")]
+    assert [str(match) for match in lint_by_config(ManualArgs(templates=templates))] == []
 
 
 # --- Configuration --------------------------------------------------------------------------------
