@@ -3,6 +3,8 @@
 `cdk deploy <prefix>-Realtime` therefore deploys the shared stack (if needed) and that mode alone.
 """
 
+from collections.abc import Callable
+
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
@@ -22,11 +24,38 @@ from sagemaker_constructs.instance_types import is_gpu
 from sagemaker_constructs.settings import (
     AsyncConfig,
     BatchConfig,
+    InstanceModeConfig,
     ModelVersion,
     MonitoringConfig,
     RealtimeConfig,
     ServerlessConfig,
 )
+
+ModelFactory = Callable[[str, str, ModelVersion], PackagedModel]
+
+
+def pool_models_for(
+    config: InstanceModeConfig, model: PackagedModel, model_for: ModelFactory
+) -> list[PackagedModel]:
+    """The Model for the pools whose type runs the other specification than `model` (the CPU
+    Model of a GPU-then-CPU pool list, `CpuModel`), same version and mode; none without such pools."""
+    other = [t for t in config.instance_types if ModelRegistry.specification_for(t) != model.specification]
+    if not other:
+        return []
+    construct_id = "GpuModel" if is_gpu(other[0]) else "CpuModel"
+    return [model_for(construct_id, other[0], config.model_version)]
+
+
+def output_instance_pools(stack: Stack, config: InstanceModeConfig) -> None:
+    """`InstancePools`: the variant's types in priority order, for clients that show which of them
+    the endpoint runs (DescribeEndpoint's ProductionVariants[].InstancePools counts per type)."""
+    if config.instance_pools is not None:
+        CfnOutput(
+            stack,
+            "InstancePools",
+            value=",".join(config.instance_pools),
+            description="Instance types of the variant, priority 1 first",
+        )
 
 
 def _output_endpoint_config_name(stack: Stack, endpoint) -> None:
@@ -79,7 +108,7 @@ class RealtimeStack(Stack):
             if self.endpoint.shadow_variant_name is not None:
                 CfnOutput(self, "ShadowVariantName", value=self.endpoint.shadow_variant_name)
             return
-        model = model_for("Model", config.instance_type, config.model_version)
+        model = model_for("Model", config.primary_instance_type, config.model_version)
         if config.inference_components is not None:
             self.endpoint = InferenceComponentEndpoint(
                 self, "InferenceComponent", model=model, config=config, role=role, **monitored
@@ -91,11 +120,19 @@ class RealtimeStack(Stack):
                 description="Pass as InferenceComponentName to InvokeEndpoint",
             )
         else:
+            pool_models = pool_models_for(config, model, model_for)
             self.endpoint = RealtimeEndpoint(
-                self, "Realtime", model=model, config=config, store=store, **monitored
+                self,
+                "Realtime",
+                model=model,
+                config=config,
+                store=store,
+                pool_models=pool_models,
+                **monitored,
             )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
+        output_instance_pools(self, config)
 
 
 class AsyncStack(Stack):
@@ -112,15 +149,19 @@ class AsyncStack(Stack):
         alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
-        model = PackagedModel(
-            self,
-            "Model",
-            registry=registry,
-            role=role,
-            mode="async",
-            instance_type=config.instance_type,
-            version=config.model_version,
-        )
+
+        def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
+            return PackagedModel(
+                self,
+                construct_id,
+                registry=registry,
+                role=role,
+                mode="async",
+                instance_type=instance_type,
+                version=version,
+            )
+
+        model = model_for("Model", config.primary_instance_type, config.model_version)
         self.endpoint = AsyncEndpoint(
             self,
             "Async",
@@ -130,9 +171,11 @@ class AsyncStack(Stack):
             role=role,
             monitoring=monitoring,
             alarm_topic=alarm_topic,
+            pool_models=pool_models_for(config, model, model_for),
         )
         CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
+        output_instance_pools(self, config)
         CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
         CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
         CfnOutput(self, "FailureUri", value=self.endpoint.failure_uri)

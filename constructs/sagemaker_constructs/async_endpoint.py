@@ -1,5 +1,7 @@
 """Async endpoint: S3 in/out under the artifacts bucket, SNS notifications, scale to zero and back."""
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
@@ -20,7 +22,8 @@ class AsyncEndpoint(InferenceEndpoint):
     under its output and failure prefixes, announced on two KMS-encrypted, SSL-only topics.
 
     The execution role's publish permission lives in this construct's stack (the topics do); the
-    endpoint waits for it.
+    endpoint waits for it. On `config.instance_pools`, `pool_models` serve the pools whose type runs
+    another specification than `model`.
     """
 
     def __init__(
@@ -35,10 +38,16 @@ class AsyncEndpoint(InferenceEndpoint):
         name_prefix: str | None = None,
         monitoring: MonitoringConfig | None = None,
         alarm_topic: sns.ITopic | None = None,
+        pool_models: Sequence[PackagedModel] = (),
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
-        self._name_endpoint(instance_type=config.instance_type, autoscaled=config.scaling is not None)
-        self._monitor("async", monitoring, alarm_topic)
+        self.instance_types = config.instance_types
+        self._name_endpoint(
+            instance_type=config.instance_type,
+            autoscaled=config.scaling is not None,
+            instance_pools=config.instance_pools,
+        )
+        self._monitor("async", monitoring, alarm_topic, self.instance_types)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -57,7 +66,7 @@ class AsyncEndpoint(InferenceEndpoint):
             ],
         )
         self._create_endpoint(
-            [instance_variant(model, config)],
+            [instance_variant(model, config, pool_models=pool_models)],
             autoscaled=config.scaling is not None,
             deployment_config=self._deployment(config.rollout),
             data_capture_config=None

@@ -16,6 +16,7 @@ from constructs import Construct
 from .instance_types import INSTANCE_TYPE_PATTERN, is_gpu
 from .monitoring import EndpointAlarms, EndpointKind, EndpointMetrics
 from .packaged_model import PackagedModel
+from .registry import ModelRegistry
 from .rollout import blue_green_deployment
 from .scaling import ScalableVariantAttribute
 from .settings import InstanceModeConfig, MonitoringConfig, RolloutConfig
@@ -29,23 +30,58 @@ VARIANT_NAME = DEFAULT_VARIANT_NAME
 MAX_ENDPOINT_NAME_LENGTH = 63
 
 
-def endpoint_name(prefix: str, instance_type: str | None = None) -> str:
-    """`<prefix>[-<family>-<size>]`, e.g. `Detectron2-Realtime-g5-xlarge`, at most 63 characters.
+def endpoint_name(
+    prefix: str, instance_type: str | None = None, instance_pools: Sequence[str] | None = None
+) -> str:
+    """`<prefix>[-<family>-<size>[-<pools hash>]]`, e.g. `Detectron2-Realtime-g5-xlarge`, at most
+    63 characters.
 
     An autoscaled variant's endpoint carries its instance type in its name: SageMaker refuses to
     change the instance type of a variant registered with Application Auto Scaling, so a new type
     means a new endpoint (CloudFormation creates it, moves the scalable target, then deletes the old
-    one). Too long a name keeps its start and ends in a hash of the whole.
+    one). A variant on `instance_pools` is named after its priority-1 type plus a hash of the whole
+    ordered list, so any change of the pools (a type added, removed or reordered) is a new endpoint
+    as well. Too long a name keeps its start and ends in a hash of the whole.
     """
     name = prefix
+    if instance_pools is not None:
+        instance_type = instance_pools[0]
     if instance_type is not None:
         family, size = INSTANCE_TYPE_PATTERN.match(instance_type).groups()
         name = f"{prefix}-{family}-{size}"
+    if instance_pools is not None:
+        name += "-" + hashlib.sha256(",".join(instance_pools).encode()).hexdigest()[:8]
     name = re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-")
     if len(name) > MAX_ENDPOINT_NAME_LENGTH:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[: MAX_ENDPOINT_NAME_LENGTH - 9].rstrip('-')}-{digest}"
     return name
+
+
+def instance_pools(
+    instance_types: Sequence[str], model: PackagedModel, pool_models: Sequence[PackagedModel] = ()
+) -> list[sagemaker.CfnEndpointConfig.InstancePoolProperty]:
+    """`InstancePools`, priority 1 first. A pool whose type runs another specification than
+    `model` (a CPU type behind a GPU model, or the reverse) names the model of `pool_models` that
+    runs it (`ModelNameOverride`)."""
+    by_specification = {candidate.specification: candidate for candidate in pool_models}
+    pools = []
+    for priority, instance_type in enumerate(instance_types, start=1):
+        specification = ModelRegistry.specification_for(instance_type)
+        override = None
+        if specification != model.specification:
+            if specification not in by_specification:
+                raise ValueError(
+                    f"{instance_type} runs the {specification or 'primary (GPU)'} specification: "
+                    "pass a model for it in pool_models"
+                )
+            override = by_specification[specification].model_name
+        pools.append(
+            sagemaker.CfnEndpointConfig.InstancePoolProperty(
+                instance_type=instance_type, priority=priority, model_name_override=override
+            )
+        )
+    return pools
 
 
 def instance_variant(
@@ -56,23 +92,36 @@ def instance_variant(
     initial_instance_count: int | None = None,
     variant_name: str = VARIANT_NAME,
     initial_variant_weight: float = 1,
+    pool_models: Sequence[PackagedModel] = (),
 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
     """A variant on instances, with the mode's AMI and timeouts; the instance type and count are the
-    mode's unless given (an experiment's variants choose their own)."""
-    instance_type = mode.instance_type if instance_type is None else instance_type
+    mode's unless given (an experiment's variants choose their own). On the mode's
+    `instance_pools` (when no `instance_type` is given) the variant has `InstancePools` and the
+    provisioning timeout instead of `InstanceType`; `pool_models` serve the pools of the other
+    specification."""
+    pooled = instance_type is None and mode.instance_pools is not None
+    instance_types = mode.instance_types if pooled else (instance_type or mode.instance_type,)
     if initial_instance_count is None:
         initial_instance_count = mode.initial_instance_count
     return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
         variant_name=variant_name,
         model_name=model.model_name,
-        instance_type=instance_type,
+        instance_type=None if pooled else instance_types[0],
+        instance_pools=instance_pools(instance_types, model, pool_models) if pooled else None,
+        variant_instance_provision_timeout_in_seconds=mode.provision_timeout if pooled else None,
         initial_instance_count=initial_instance_count,
         initial_variant_weight=initial_variant_weight,
-        # The GPU image needs a newer NVIDIA driver than the default AMI's; CPU variants take the default.
-        inference_ami_version=mode.inference_ami_version if is_gpu(instance_type) else None,
+        inference_ami_version=ami_version(mode, instance_types),
         container_startup_health_check_timeout_in_seconds=mode.container_startup_health_check_timeout_seconds,
         model_data_download_timeout_in_seconds=mode.model_data_download_timeout_seconds,
     )
+
+
+def ami_version(mode: InstanceModeConfig, instance_types: Sequence[str]) -> str | None:
+    """The GPU image needs a newer NVIDIA driver than the default AMI's, so a variant with any GPU
+    type gets the mode's `inference_ami_version`; an all-CPU variant takes the default. The AMI is
+    one value per variant: in a GPU-then-CPU pool list the CPU pools get it too (docs/instance-pools.md)."""
+    return mode.inference_ami_version if any(is_gpu(t) for t in instance_types) else None
 
 
 class InferenceEndpoint(Construct):
@@ -95,9 +144,13 @@ class InferenceEndpoint(Construct):
         super().__init__(scope, construct_id)
         self.name_prefix = name_prefix or Stack.of(self).stack_name
 
-    def _name_endpoint(self, *, instance_type: str | None, autoscaled: bool) -> str:
+    def _name_endpoint(
+        self, *, instance_type: str | None, autoscaled: bool, instance_pools: Sequence[str] | None = None
+    ) -> str:
         """Fix the endpoint's name before anything (alarms, rollout) refers to it."""
-        self.endpoint_name = endpoint_name(self.name_prefix, instance_type if autoscaled else None)
+        if not autoscaled:
+            instance_type = instance_pools = None
+        self.endpoint_name = endpoint_name(self.name_prefix, instance_type, instance_pools)
         return self.endpoint_name
 
     def _monitor(
@@ -105,11 +158,20 @@ class InferenceEndpoint(Construct):
         kind: EndpointKind,
         monitoring: MonitoringConfig | None,
         alarm_topic: sns.ITopic | None,
+        instance_types: Sequence[str] = (),
         inference_component_name: str | None = None,
     ) -> None:
         """Metrics (by the endpoint's name, or the component's) and, with `monitoring` enabled, the
-        endpoint's alarms."""
-        self.metrics = EndpointMetrics(self.endpoint_name, self.variant_name, kind, inference_component_name)
+        endpoint's alarms. More than one of `instance_types` (instance pools): the dashboard also shows
+        each type."""
+        pools = tuple(instance_types) if len(instance_types) > 1 else ()
+        self.metrics = EndpointMetrics(
+            self.endpoint_name,
+            self.variant_name,
+            kind,
+            inference_component_name=inference_component_name,
+            instance_types=pools,
+        )
         self.alarms: EndpointAlarms | None = None
         if monitoring is not None and monitoring.enabled:
             self.alarms = EndpointAlarms(

@@ -8,8 +8,7 @@ from aws_cdk import aws_sns as sns
 
 from constructs import Construct
 
-from .endpoint import VARIANT_NAME, InferenceEndpoint, endpoint_name
-from .instance_types import is_gpu
+from .endpoint import VARIANT_NAME, InferenceEndpoint, ami_version, endpoint_name, instance_pools
 from .packaged_model import PackagedModel
 from .scaling import ScalableCopyCount
 from .settings import MonitoringConfig, RealtimeConfig, RolloutConfig
@@ -66,16 +65,25 @@ class InferenceComponentEndpoint(InferenceEndpoint):
         self.inference_component_name = inference_component_name(self.name_prefix)
         # The component's metrics and alarms (SageMaker publishes them by InferenceComponentName).
         # The endpoint gets no DeploymentConfig: a new model version updates the component.
-        self._monitor("realtime", monitoring, alarm_topic, self.inference_component_name)
+        self.instance_types = config.instance_types
+        self._monitor(
+            "realtime",
+            monitoring,
+            alarm_topic,
+            self.instance_types,
+            inference_component_name=self.inference_component_name,
+        )
+        pooled = config.instance_pools is not None
         self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
-                    instance_type=config.instance_type,
+                    # Pools are all GPU or all CPU here (validated): the one model serves them all.
+                    instance_type=None if pooled else config.instance_type,
+                    instance_pools=instance_pools(config.instance_types, model) if pooled else None,
+                    variant_instance_provision_timeout_in_seconds=config.provision_timeout,
                     initial_instance_count=config.initial_instance_count,
-                    inference_ami_version=config.inference_ami_version
-                    if is_gpu(config.instance_type)
-                    else None,
+                    inference_ami_version=ami_version(config, config.instance_types),
                     managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
                         status="ENABLED",
                         min_instance_count=0,

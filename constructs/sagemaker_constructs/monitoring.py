@@ -6,7 +6,8 @@ instance metrics (CPU, memory, GPU) in `/aws/sagemaker/Endpoints` by EndpointNam
 ModelLatency and ModelSetupTime are in microseconds. There is no instance-count metric; the sample
 count of CPUUtilization per minute is one sample per running instance (SageMaker's async FAQ).
 A model run as an inference component has its invocation metrics by InferenceComponentName and its
-instance metrics in `/aws/sagemaker/InferenceComponents`.
+instance metrics in `/aws/sagemaker/InferenceComponents`. A variant on instance pools publishes the same
+metrics once more with an InstanceType dimension (SageMaker developer guide, "Monitor instance pools").
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class EndpointMetrics:
     variant_name: str
     kind: EndpointKind
     inference_component_name: str | None = None
+    # The instance pools' types (priority order); empty for a variant on one instance type.
+    instance_types: tuple[str, ...] = ()
 
     @property
     def instance_based(self) -> bool:
@@ -64,6 +67,13 @@ class EndpointMetrics:
 
     def instance_count(self) -> cloudwatch.Metric:
         return self.instance("CPUUtilization", cloudwatch.Stats.SAMPLE_COUNT, "instances")
+
+    def of_type(self, instance_type: str, metric: cloudwatch.Metric) -> cloudwatch.Metric:
+        """`metric` of this variant's instances of one pool's type (the InstanceType dimension)."""
+        return metric.with_(
+            dimensions_map={**metric.dimensions, "InstanceType": instance_type},
+            label=f"{metric.label} {instance_type}" if metric.label else instance_type,
+        )
 
     def model_errors(self) -> cloudwatch.Metric:
         """Requests the model failed: InvocationModelErrors, or InvocationFailures for async."""
@@ -263,10 +273,29 @@ class InferenceDashboard(Construct):
                 ),
                 self._graph(f"{title}: instances", [metrics.instance_count()]),
             ]
+        per_type = self._per_instance_type(title, metrics)
         self.dashboard.add_widgets(
             cloudwatch.TextWidget(markdown=f"## {title}: `{metrics.endpoint_name}`", width=24, height=1)
         )
         self.dashboard.add_widgets(*row)
+        if per_type:
+            self.dashboard.add_widgets(*per_type)
+
+    def _per_instance_type(self, title: str, metrics: EndpointMetrics) -> list[cloudwatch.GraphWidget]:
+        """Instance pools: which types the endpoint runs (instances per type) and how each serves."""
+        if not metrics.instance_types:
+            return []
+        latency = metrics.invocation("ModelLatency", P99, "p99 (µs)")
+        return [
+            self._graph(
+                f"{title}: instances per type (priority order)",
+                [metrics.of_type(t, metrics.instance_count()) for t in metrics.instance_types],
+            ),
+            self._graph(
+                f"{title}: model latency p99 per type (µs)",
+                [metrics.of_type(t, latency) for t in metrics.instance_types],
+            ),
+        ]
 
     @staticmethod
     def _graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:

@@ -48,6 +48,8 @@ class PackagedModel(Construct):
         self.mode = mode
         self.version = version
         self.role = role
+        # None: the primary (GPU) specification; otherwise its name (`cpu`).
+        self.specification = registry.specification_for(instance_type)
         self.resource = sagemaker.CfnModel(
             self,
             "Resource",
@@ -55,7 +57,7 @@ class PackagedModel(Construct):
             enable_network_isolation=instance_type is not None,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=registry.package_arn_for(self, version),
-                inference_specification_name=registry.specification_for(instance_type),
+                inference_specification_name=self.specification,
                 environment={"INFERENCE_MODE": mode},
             ),
         )

@@ -5,7 +5,7 @@ and autoscaling, or one production variant with a shadow variant; and data captu
 """
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration
 from aws_cdk import aws_sns as sns
@@ -28,6 +28,8 @@ class RealtimeEndpoint(InferenceEndpoint):
     `model` serves every variant not named in `models` (by default the one `AllTraffic` variant);
     `models` maps variant names, the shadow's included, to the model that variant deploys.
     `store` receives the data capture; it is needed only when `config.data_capture` is set.
+    On `config.instance_pools`, `pool_models` serve the pools whose type runs another
+    specification than `model` (the CPU model of a GPU-then-CPU list).
     """
 
     def __init__(
@@ -42,9 +44,11 @@ class RealtimeEndpoint(InferenceEndpoint):
         name_prefix: str | None = None,
         monitoring: MonitoringConfig | None = None,
         alarm_topic: sns.ITopic | None = None,
+        pool_models: Sequence[PackagedModel] = (),
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         models = dict(models or {})
+        pooled = config.instance_pools is not None
         capture = None
         if config.data_capture is not None:
             if store is None:
@@ -58,17 +62,20 @@ class RealtimeEndpoint(InferenceEndpoint):
             return instance_variant(
                 chosen,
                 config,
-                instance_type=plan.instance_type,
+                # Pools are refused beside variants and a shadow: the one variant takes them.
+                instance_type=None if pooled else plan.instance_type,
                 initial_instance_count=plan.initial_instance_count,
                 variant_name=plan.name,
                 initial_variant_weight=plan.weight,
+                pool_models=pool_models,
             )
 
         plans = config.production_variants()
         shadow = config.shadow_variant()
         self.variant_names = [plan.name for plan in plans]
         self.shadow_variant_name = None if shadow is None else shadow.name
-        self._name_experiment_endpoint(plans)
+        self._name_experiment_endpoint(plans, config.instance_pools)
+        self.instance_types = config.instance_types
         self._monitor_variants(monitoring, alarm_topic)
         rollback_alarms = [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback]
         self._create_endpoint(
@@ -99,7 +106,7 @@ class RealtimeEndpoint(InferenceEndpoint):
         production variant; a deployment rolls back on any production variant's rollback alarms.
         The shadow is not alarmed: callers never get its answers."""
         if self.variant_names == [VARIANT_NAME]:
-            self._monitor("realtime", monitoring, alarm_topic)
+            self._monitor("realtime", monitoring, alarm_topic, self.instance_types)
             self.variant_alarms = {} if self.alarms is None else {VARIANT_NAME: self.alarms}
         else:
             self.metrics = EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime")
@@ -117,12 +124,16 @@ class RealtimeEndpoint(InferenceEndpoint):
         names = [*self.variant_names, *filter(None, [self.shadow_variant_name])]
         self.variant_metrics = {name: EndpointMetrics(self.endpoint_name, name, "realtime") for name in names}
 
-    def _name_experiment_endpoint(self, plans: list[VariantPlan]) -> None:
+    def _name_experiment_endpoint(self, plans: list[VariantPlan], instance_pools: list[str] | None) -> None:
         """One variant: `endpoint_name`'s rule. Several: the name ends in a hash of each autoscaled
         variant's instance type, so changing any of them makes a new endpoint, as it must."""
         autoscaled = [f"{plan.name}={plan.instance_type}" for plan in plans if plan.scaling is not None]
         if len(plans) == 1 or not autoscaled:
-            self._name_endpoint(instance_type=plans[0].instance_type, autoscaled=bool(autoscaled))
+            self._name_endpoint(
+                instance_type=plans[0].instance_type,
+                autoscaled=bool(autoscaled),
+                instance_pools=instance_pools,
+            )
             return
         digest = hashlib.sha256(",".join(autoscaled).encode()).hexdigest()[:8]
         self.endpoint_name = endpoint_name(f"{self.name_prefix}-{digest}")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..instance_types import is_burstable, model_copies
+from ..instance_types import is_burstable, is_gpu, model_copies
 from .base import FieldProblems, InstanceType, Seconds, Section, between
 from .capture import DataCaptureConfig
 from .experiments import (
@@ -93,10 +93,21 @@ class AsyncObjectExpiry(Section):
     failure: Annotated[int, between(1, 3650)] | None = 30
 
 
+# SageMaker's limit of instance types per production variant (InstancePools).
+MAX_INSTANCE_POOLS = 5
+# How long SageMaker may look for capacity across all pools before the deployment fails
+# (VariantInstanceProvisionTimeoutInSeconds, 300-3600 s) when instance_pools leaves it unset.
+DEFAULT_PROVISION_TIMEOUT_SECONDS = 900
+
+
 class InstanceModeConfig(Section):
     enabled: bool = True
     model_version: ModelVersionField = ModelVersion()
     instance_type: InstanceType = "ml.g5.xlarge"
+    # Set: the variant's instance types in priority order (InstancePools); SageMaker falls back to
+    # the next on insufficient capacity at creation and scale-out. Replaces instance_type.
+    instance_pools: list[InstanceType] | None = None
+    provision_timeout_seconds: Annotated[int, between(300, 3600)] | None = None
     initial_instance_count: Annotated[int, between(1, 100)] = 1
     # GPU variants only. The default AMI of ml.g4dn/g5/p4d has NVIDIA driver 470, too old for the
     # CUDA 13 image even with its forward-compatibility libraries. al2023 ...-gpu-4-1 has driver 580,
@@ -120,17 +131,75 @@ class InstanceModeConfig(Section):
             raise FieldProblems(problems)
         return self
 
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        """The variant's instance types, priority 1 first: `instance_pools`, else `instance_type`."""
+        return tuple(self.instance_pools) if self.instance_pools is not None else (self.instance_type,)
+
+    @property
+    def primary_instance_type(self) -> str:
+        return self.instance_types[0]
+
+    @property
+    def provision_timeout(self) -> int | None:
+        """VariantInstanceProvisionTimeoutInSeconds: as set, or the default when pools are set."""
+        if self.provision_timeout_seconds is None and self.instance_pools is not None:
+            return DEFAULT_PROVISION_TIMEOUT_SECONDS
+        return self.provision_timeout_seconds
+
     def cross_field_problems(self) -> list[tuple[str, str]]:
+        problems = self._pool_problems()
+        field = "instance_type" if self.instance_pools is None else "instance_pools"
+        for instance_type in self.instance_types:
+            if self.scaling is not None and is_burstable(instance_type):
+                problems.append(
+                    (
+                        field,
+                        "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
+                        f"type or set scaling to null (got {instance_type!r})",
+                    )
+                )
+        return problems + rollout_problems(self.rollout, **self.instance_range())
+
+    def _pool_problems(self) -> list[tuple[str, str]]:
+        pools = self.instance_pools
+        if pools is None:
+            if self.provision_timeout_seconds is not None:
+                return [
+                    (
+                        "provision_timeout_seconds",
+                        "needs instance_pools: it bounds SageMaker's search for capacity across "
+                        "the pools; with one instance_type there is nothing to fall back to "
+                        f"(got {self.provision_timeout_seconds})",
+                    )
+                ]
+            return []
         problems = []
-        if self.scaling is not None and is_burstable(self.instance_type):
+        if "instance_type" in self.model_fields_set:
             problems.append(
                 (
                     "instance_type",
-                    "burstable ml.t* instances cannot be autoscaled: choose a non-burstable "
-                    f"type or set scaling to null (got {self.instance_type!r})",
+                    "must be unset with instance_pools: a variant has either one instance type or "
+                    f"pools, and the pools' first entry is priority 1 (got {self.instance_type!r})",
                 )
             )
-        return problems + rollout_problems(self.rollout, **self.instance_range())
+        if not 1 <= len(pools) <= MAX_INSTANCE_POOLS:
+            problems.append(
+                (
+                    "instance_pools",
+                    f"must list 1 to {MAX_INSTANCE_POOLS} instance types (SageMaker's limit per "
+                    f"variant), or be null for instance_type (got {len(pools)})",
+                )
+            )
+        duplicates = sorted({pool for pool in pools if pools.count(pool) > 1})
+        if duplicates:
+            problems.append(
+                (
+                    "instance_pools",
+                    f"must list distinct instance types (got {', '.join(duplicates)} more than once)",
+                )
+            )
+        return problems
 
     def instance_range(self) -> dict:
         """The fewest and most instances the variant may run while a deployment starts."""
@@ -172,7 +241,19 @@ class RealtimeConfig(InstanceModeConfig):
         }
 
     def _experiment_problems(self) -> list[tuple[str, str]]:
-        return _experiment_problems_of(self)
+        problems = _experiment_problems_of(self)
+        if self.instance_pools is not None:
+            for field in ("variants", "shadow"):
+                if getattr(self, field) is not None:
+                    problems.append(
+                        (
+                            field,
+                            "must be null with instance_pools: an A/B or shadow test compares "
+                            "variants on known hardware, and pools let SageMaker change a variant's "
+                            "instance type on its own; give each variant its instance_type instead",
+                        )
+                    )
+        return problems
 
     def production_variants(self) -> list[VariantPlan]:
         """The production variants to deploy, defaults resolved (one `AllTraffic` without `variants`)."""
@@ -182,7 +263,7 @@ class RealtimeConfig(InstanceModeConfig):
                     DEFAULT_VARIANT_NAME,
                     1.0,
                     self.model_version,
-                    self.instance_type,
+                    self.primary_instance_type,
                     self.initial_instance_count,
                     self.scaling,
                 )
@@ -229,7 +310,7 @@ class RealtimeConfig(InstanceModeConfig):
         components = self.inference_components
         if components is None:
             return super().cross_field_problems() + self._experiment_problems()
-        problems = []
+        problems = self._pool_problems()
         if self.scaling is not None:
             problems.append(
                 (
@@ -267,7 +348,19 @@ class RealtimeConfig(InstanceModeConfig):
                     f"(got {self.rollout.traffic_routing!r})",
                 )
             )
-        return problems + components.problems_on(self.instance_type)
+        if self.instance_pools is not None and len({is_gpu(t) for t in self.instance_types}) > 1:
+            return problems + [
+                (
+                    "instance_pools",
+                    "must be all GPU or all CPU types with inference_components: the component has "
+                    "one specification (one image, one accelerator count) for every pool "
+                    f"(got {', '.join(self.instance_types)})",
+                )
+            ]
+        field = "instance_type" if self.instance_pools is None else "instance_pools"
+        for instance_type in self.instance_types:
+            problems += components.problems_on(instance_type, field=field)
+        return list(dict.fromkeys(problems))
 
 
 class AsyncConfig(InstanceModeConfig):
@@ -282,7 +375,22 @@ class AsyncConfig(InstanceModeConfig):
     def concurrent_invocations_per_instance(self) -> int:
         if self.max_concurrent_invocations_per_instance is not None:
             return self.max_concurrent_invocations_per_instance
-        return 2 * model_copies(self.instance_type)
+        return 2 * model_copies(self.primary_instance_type)
+
+    def cross_field_problems(self) -> list[tuple[str, str]]:
+        problems = super().cross_field_problems()
+        defaults = {t: 2 * model_copies(t) for t in self.instance_types}
+        if self.max_concurrent_invocations_per_instance is None and len(set(defaults.values())) > 1:
+            problems.append(
+                (
+                    "max_concurrent_invocations_per_instance",
+                    "must be set when the instance pools load different numbers of model copies: "
+                    "the default is 2 per copy (one per GPU) and SageMaker takes one value for every "
+                    f"instance of the endpoint (the default would be "
+                    f"{', '.join(f'{t}: {n}' for t, n in defaults.items())})",
+                )
+            )
+        return problems
 
 
 def _experiment_problems_of(config: RealtimeConfig) -> list[tuple[str, str]]:

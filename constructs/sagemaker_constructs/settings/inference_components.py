@@ -60,13 +60,13 @@ class InferenceComponentsConfig(Section):
             fits.append(resources.gpus // self.accelerators)
         return max(0, min(fits))
 
-    def problems_on(self, instance_type: str) -> list[tuple[str, str]]:
+    def problems_on(self, instance_type: str, *, field: str = "instance_type") -> list[tuple[str, str]]:
         """(field, message) for each way a copy does not fit `instance_type` (fields relative to the
-        real-time section)."""
+        real-time section; `field` names where the type was chosen)."""
         if instance_type not in INSTANCE_RESOURCES:
             return [
                 (
-                    "instance_type",
+                    field,
                     "must be an instance type whose vCPUs, memory and GPUs this project knows when "
                     f"inference_components is set: one of {', '.join(INSTANCE_RESOURCES)} (got {instance_type!r})",
                 )
