@@ -52,15 +52,31 @@ def test_error_object_as_output_fails(deployed, tmp_path, capsys):
     assert "the model returned an error: invalid_input: the body is not a JPEG" in run.err
 
 
-def test_timeout_names_where_the_output_is_expected(deployed, tmp_path, capsys, monkeypatch):
+def test_timeout_saves_the_pending_requests_and_results_collects_them(
+    deployed, tmp_path, capsys, monkeypatch
+):
     deployed.canned_async_results([(False, json.dumps(detections()))])
     # moto writes the output during the call itself; to reach the timeout it must read as absent.
     from d2sm import async_invoke
 
+    real_object_body = async_invoke.object_body
     monkeypatch.setattr(async_invoke, "object_body", lambda aws, uri: None)
-    run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--poll", "0.05", "--timeout", "0.2")
+    pending_file = tmp_path / "later.pending.json"
+    image = photo(tmp_path / "a.jpg")
+    run = d2sm(capsys, "async", image, "--poll", "0.05", "--timeout", "0.2", "--pending-file", pending_file)
     assert run.code == 1
-    assert run.err.startswith("error: no output after 0.2 s (still expected at s3://")
+    assert run.err == (
+        f"error: no output after 0.2 s: 0 result(s) saved, 1 still running; collect them later with "
+        f"`d2sm results {pending_file}`\n"
+    )
+    [request] = json.loads(pending_file.read_text())["requests"]
+    assert request["image"] == str(image) and request["output"].startswith("s3://")
+
+    monkeypatch.setattr(async_invoke, "object_body", real_object_body)
+    collected = d2sm(capsys, "results", tmp_path, "--poll", "0.05")
+    assert collected.code == 0, collected.err
+    assert json.loads((tmp_path / "a.jpg.json").read_text()) == detections()
+    assert not pending_file.exists()
 
 
 def test_async_endpoint_missing(deployed, tmp_path, capsys):
