@@ -21,7 +21,7 @@ def describe(call, action: str, **kwargs) -> dict | None:
         return call(**kwargs)
     except ClientError as error:
         message = error.response.get("Error", {}).get("Message", "")
-        if error.response.get("Error", {}).get("Code") == "ValidationException" and (
+        if error.response.get("Error", {}).get("Code") in {"ValidationException", "ValidationError"} and (
             "Could not find" in message or "does not exist" in message or "not found" in message.lower()
         ):
             return None
@@ -190,6 +190,13 @@ def add_parser(commands, common) -> None:
         "status", parents=[common], help="per mode: endpoint or component, status, capacity, model version"
     )
     sta.add_argument(
-        "modes", nargs="*", choices=MODES, metavar="MODE", help=f"any of {', '.join(MODES)} (default all)"
+        "modes", nargs="*", type=mode_name, metavar="MODE", help=f"any of {', '.join(MODES)} (default all)"
     )
     sta.set_defaults(handler=run)
+
+
+def mode_name(text: str) -> str:
+    # A type check rather than `choices`: argparse checks an empty nargs="*" list against choices.
+    if text not in MODES:
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (choose from {', '.join(MODES)})")
+    return text
