@@ -18,7 +18,7 @@ from .async_invoke import object_body
 from .aws import Aws, as_cli_error, aws_errors, split_s3_uri
 from .errors import CliError
 from .files import content_type, images_in, parse_result, save_result, write_bytes
-from .progress import bar, say, summarize
+from .progress import bar, emit, note, summarize
 
 # The convention's characters; SageMaker job names must also end with a letter or digit.
 BATCH_ID = re.compile(r"^[a-zA-Z0-9-]*[a-zA-Z0-9]$")
@@ -124,7 +124,15 @@ def run(
     submit_bucket, submit_key = under(found[names.BATCH_SUBMIT_URI], batch_id)
     with aws_errors(f"writing the submit marker s3://{submit_bucket}/{submit_key}"):
         aws.s3.put_object(Bucket=submit_bucket, Key=submit_key, Body=b"")
-    say(f"batch {batch_id}: {len(images)} image(s) under s3://{input_bucket}/{input_prefix}/, job {job_name}")
+    emit(
+        {
+            "batch_id": batch_id,
+            "job": job_name,
+            "input": f"s3://{input_bucket}/{input_prefix}/",
+            "images": len(images),
+        },
+        f"batch {batch_id}: {len(images)} image(s) under s3://{input_bucket}/{input_prefix}/, job {job_name}",
+    )
 
     output_bucket, output_prefix = under(found[names.BATCH_OUTPUT_URI], batch_id)
     summary_uri = f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}"
@@ -158,19 +166,25 @@ def run(
             body = object_body(aws, uri)
             if body is None:
                 raise CliError(f"no output at {uri}")
-            say(str(save_result(image, parse_result(body, uri))))
+            document = parse_result(body, uri)
+            saved = save_result(image, document)
+            emit(
+                {"image": str(image), "result": str(saved), "instances": len(document["instances"])},
+                str(saved),
+            )
         except CliError as error:
             failures[image] = str(error)
     summary = object_body(aws, summary_uri)
     if summary is not None:
         target = write_bytes(images[0].parent / f"batch-{batch_id}.summary.json", summary)
-        say(f"{target}")
+        emit({"summary": str(target)}, str(target))
     else:
-        say(f"no {SUMMARY_OBJECT} yet (the pipeline writes it at {summary_uri})")
+        note(f"no {SUMMARY_OBJECT} yet (the pipeline writes it at {summary_uri})")
     summarize(
         failures,
         len(images),
         f"batch {batch_id}: {len(images) - len(failures)} result(s) saved beside the images",
+        done={"batch_id": batch_id, "saved": len(images) - len(failures)},
     )
 
 

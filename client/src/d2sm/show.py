@@ -72,16 +72,17 @@ def render(image_path: Path, document: dict, min_score: float = 0.0) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(min(image.size) / 200))
     font = ImageFont.load_default(size=max(12, round(min(image.size) / 30)))
+    boxed = [(index, instance) for index, instance in enumerate(instances) if "box" in instance]
+    for index, instance in boxed:
+        draw.rectangle(tuple(instance["box"]), outline=colour(index), width=line)
+    # Labels after every box, so no box line crosses a label; the best-scoring instance gets the
+    # best place.
     placed: list[tuple[int, int, int, int]] = []
-    for index, instance in enumerate(instances):
-        if "box" not in instance:
-            continue
-        x1, y1, x2, y2 = instance["box"]
-        draw.rectangle((x1, y1, x2, y2), outline=colour(index), width=line)
+    for index, instance in sorted(boxed, key=lambda item: -item[1].get("score", 0)):
         label = f"{instance.get('class_name', instance.get('class_id', '?'))} {instance.get('score', 0):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         size = (right - left + 2 * line, bottom - top + 2 * line)
-        spot = label_position((x1, y1, x2, y2), size, canvas.size, placed)
+        spot = label_position(instance["box"], size, canvas.size, placed)
         if spot is None:
             continue  # no free place left in the image: the box and mask stay, the label is dropped
         placed.append(spot)
