@@ -171,3 +171,47 @@ def test_ctrl_c_sends_nothing_more_and_waits_for_what_is_in_flight(fake, tmp_pat
     rerun = d2sm(capsys, "invoke", tmp_path / "photos", "--url", server.url)
     assert rerun.code == 0, rerun.err
     assert len(server.requests) == 6
+
+
+def test_bench_sends_what_its_table_reports(fake, tmp_path, capsys):
+    image = photo(tmp_path / "a.jpg")
+    server = fake()
+    run = d2sm(capsys, "bench", server.url, "--image", image, "--max-concurrency", "4", "--requests", "5")
+    assert run.code == 0, run.err
+    header, *rows = run.out.splitlines()
+    assert header.split() == [
+        "CONCURRENCY",
+        "REQUESTS",
+        "ERRORS",
+        "P50_MS",
+        "P95_MS",
+        "P99_MS",
+        "THROUGHPUT_RPS",
+    ]
+    assert [row.split()[:3] for row in rows] == [["1", "5", "0"], ["2", "5", "0"], ["4", "5", "0"]]
+    assert len(server.requests) == 1 + 3 * 5  # the warm-up, then each level
+
+
+def test_bench_counts_refusals_as_errors(fake, tmp_path, capsys):
+    image = photo(tmp_path / "a.jpg")
+    server = fake(refuse_first=3)
+    run = d2sm(capsys, "bench", server.url, "--image", image, "--max-concurrency", "1", "--requests", "4")
+    # The warm-up itself was refused: no table from a target that does not answer yet.
+    assert (run.code, run.err.splitlines()[-1]) == (
+        1,
+        f"error: {server.url} does not answer a first request: fix that before benchmarking",
+    )
+    assert len(server.requests) == 1
+
+
+def test_upload_of_an_unreadable_image_is_one_line(deployed, tmp_path, capsys):
+    image = photo(tmp_path / "a.jpg")
+    image.chmod(0)
+    try:
+        if os.access(image, os.R_OK):
+            pytest.skip("running as root: every file is readable")
+        run = d2sm(capsys, "batch", image, "--batch-id", "b1")
+    finally:
+        image.chmod(0o644)
+    assert run.code == 1
+    assert run.err.startswith(f"error: uploading {image}: Permission denied")

@@ -70,6 +70,10 @@ def aws_errors(action: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as error:
         raise as_cli_error(action, error) from None
+    except OSError as error:
+        # upload_file and download_file read and write local files.
+        where = f" ({error.filename})" if error.filename else ""
+        raise CliError(f"{action}: {error.strerror or error}{where}") from None
 
 
 @dataclass

@@ -135,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # `d2sm ... | head`: the reader left; nothing more to say.
         return 1
+    except Exception as error:
+        # A bug, not the user's mistake: still one line, with what to report; D2SM_DEBUG=1 for the
+        # traceback.
+        if os.environ.get("D2SM_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(error).__name__}: {error} (a d2sm bug: rerun with D2SM_DEBUG=1 and "
+            "report the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         progress.set_json(False)
     return 0
