@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,18 @@ def test_upload_of_an_unreadable_image_is_one_line(deployed, tmp_path, capsys):
         image.chmod(0o644)
     assert run.code == 1
     assert run.err.startswith(f"error: uploading {image}: Permission denied")
+
+
+def test_no_server_at_the_url_is_one_line_for_the_whole_folder(tmp_path, capsys):
+    folder(tmp_path / "photos", 3)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        run = d2sm(capsys, "invoke", tmp_path / "photos", "--url", f"http://127.0.0.1:{port}")
+    assert run.code == 1
+    first = tmp_path / "photos" / "p00.jpg"
+    assert run.err == (
+        f"error: 3 images ({first}, ...): cannot reach http://127.0.0.1:{port}: Failed to establish a new "
+        "connection: [Errno 111] Connection refused (is the server running? `d2sm serve` starts one)\n"
+        "error: 3 of 3 images failed\n"
+    )

@@ -209,3 +209,50 @@ def test_bash_completion_completes_a_subcommands_flags(capsys, tmp_path):
     )
     result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
     assert result.stdout == "--inference-component\n", result.stderr
+
+
+def test_status_of_an_inference_component(deployed, capsys, monkeypatch):
+    """moto has no inference components: DescribeInferenceComponent is answered as SageMaker
+    documents it; everything else comes from moto."""
+    from d2sm.aws import Aws
+
+    from .conftest import stack
+
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.delete_stack(StackName=f"{APP}-Realtime")
+    stack(
+        cloudformation,
+        f"{APP}-Realtime",
+        {"EndpointName": ENDPOINTS["Realtime"], "InferenceComponentName": "detectron2-ic"},
+    )
+    real_client = Aws.client
+    asked = []
+
+    def client(self, service):
+        made = real_client(self, service)
+        if service == "sagemaker":
+
+            def describe_inference_component(InferenceComponentName):
+                asked.append(InferenceComponentName)
+                return {
+                    "InferenceComponentName": InferenceComponentName,
+                    "InferenceComponentStatus": "InService",
+                    "Specification": {"ModelName": "Realtime-model"},
+                    "RuntimeConfig": {"DesiredCopyCount": 2, "CurrentCopyCount": 1},
+                }
+
+            made.describe_inference_component = describe_inference_component
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    run = d2sm(capsys, "status", "realtime", "--json")
+    assert run.code == 0, run.err
+    [row] = [json.loads(line) for line in run.out.splitlines()]
+    assert asked == ["detectron2-ic"]
+    assert (row["resource"], row["status"], row["capacity"], row["version"], row["approval"]) == (
+        "component detectron2-ic",
+        "InService",
+        "1/2 copies",
+        "1",
+        "Approved",
+    )

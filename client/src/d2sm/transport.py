@@ -117,8 +117,10 @@ class UrlTarget:
         try:
             return self.pool.request(method, self.url + path, body=body, headers=headers or {})
         except urllib3.exceptions.HTTPError as error:
-            reason = getattr(error, "reason", None) or error
-            raise CliError(f"{self.url}{path}: {reason}") from None
+            # "HTTPConnection(host=..., port=...): Failed to establish ..." -> the part after the repr.
+            reason = str(getattr(error, "reason", None) or error).split("): ", 1)[-1]
+            hint = " (is the server running? `d2sm serve` starts one)" if "refused" in reason else ""
+            raise CliError(f"cannot reach {self.url}: {reason}{hint}") from None
 
     def invoke(self, body: bytes, content_type: str, attributes: str | None) -> bytes:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
