@@ -4,6 +4,7 @@ parser itself so it never falls behind."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .progress import say
 
@@ -55,6 +56,23 @@ def flags(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
 
 
+def zsh_specs(parser: argparse.ArgumentParser) -> list[str]:
+    """_arguments specs: `--flag[help]` for a switch, `--flag[help]:value:` for one taking a value
+    (its files completed when it names a path)."""
+    specs = []
+    for action in parser._actions:
+        for option in (o for o in action.option_strings if o.startswith("--")):
+            text = quote((action.help or "").replace("[", "(").replace("]", ")").split("(default")[0].strip())
+            value = "" if action.nargs == 0 else (":path:_files" if action.type is Path else ":value:")
+            specs.append(f"'{option}[{text}]{value}'")
+    return sorted(specs)
+
+
+def quote(text: str) -> str:
+    """For inside single quotes in a shell script."""
+    return text.replace("'", "'\\''")
+
+
 def helps(root: argparse.ArgumentParser) -> dict[str, str]:
     for action in root._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -68,10 +86,8 @@ def script(shell: str, root: argparse.ArgumentParser) -> str:
         cases = "\n".join(BASH_CASE % {"name": n, "words": " ".join(flags(p))} for n, p in commands.items())
         return BASH % {"cases": cases, "commands": " ".join(commands), "global": " ".join(flags(root))}
     descriptions = helps(root)
-    listed = "\n".join(f"        '{n}:{descriptions.get(n, '').replace(chr(39), '')[:70]}'" for n in commands)
-    cases = "\n".join(
-        ZSH_CASE % {"name": n, "flags": " ".join(f"'{f}[]'" for f in flags(p))} for n, p in commands.items()
-    )
+    listed = "\n".join(f"        '{n}:{quote(descriptions.get(n, '').replace(':', ' -'))}'" for n in commands)
+    cases = "\n".join(ZSH_CASE % {"name": n, "flags": " ".join(zsh_specs(p))} for n, p in commands.items())
     return ZSH % {"commands": listed, "cases": cases}
 
 
