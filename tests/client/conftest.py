@@ -27,9 +27,9 @@ CLIENT_SRC = REPO / "client" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
-from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
-from moto.server import ThreadedMotoServer
-from PIL import Image
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from d2sm.cli import main  # noqa: E402
 
@@ -167,7 +167,7 @@ def deploy(url: str) -> Deployment:
         "SupportedContentTypes": ["image/jpeg", "image/png"],
         "SupportedResponseMIMETypes": ["application/json"],
     }
-    sagemaker.create_model_package(
+    version_arn = sagemaker.create_model_package(
         ModelPackageGroupName=GROUP,
         ModelPackageDescription="Detectron2 Mask R-CNN",
         ModelApprovalStatus="Approved",
@@ -182,11 +182,17 @@ def deploy(url: str) -> Deployment:
                 **specification,
             }
         ],
-    )
+    )["ModelPackageArn"]
     role = f"arn:aws:iam::{ACCOUNT}:role/execution"
+    sagemaker.create_model(
+        ModelName="Batch-model", PrimaryContainer={"ModelPackageName": version_arn}, ExecutionRoleArn=role
+    )
     for mode, endpoint in ENDPOINTS.items():
+        # As the CDK app does: the model takes its image and data from the registered version.
         sagemaker.create_model(
-            ModelName=f"{mode}-model", PrimaryContainer={"Image": GPU_IMAGE}, ExecutionRoleArn=role
+            ModelName=f"{mode}-model",
+            PrimaryContainer={"ModelPackageName": version_arn},
+            ExecutionRoleArn=role,
         )
         sagemaker.create_endpoint_config(
             EndpointConfigName=f"{mode}-config",

@@ -4,6 +4,9 @@ failure object (moto writes it at once, to a bucket of its own) is downloaded be
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import boto3
 
@@ -52,17 +55,78 @@ def test_error_object_as_output_fails(deployed, tmp_path, capsys):
     assert "the model returned an error: invalid_input: the body is not a JPEG" in run.err
 
 
-def test_timeout_names_where_the_output_is_expected(deployed, tmp_path, capsys, monkeypatch):
+def test_timeout_saves_the_pending_requests_and_results_collects_them(
+    deployed, tmp_path, capsys, monkeypatch
+):
     deployed.canned_async_results([(False, json.dumps(detections()))])
     # moto writes the output during the call itself; to reach the timeout it must read as absent.
     from d2sm import async_invoke
 
+    real_object_body = async_invoke.object_body
     monkeypatch.setattr(async_invoke, "object_body", lambda aws, uri: None)
-    run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--poll", "0.05", "--timeout", "0.2")
+    pending_file = tmp_path / "later.pending.json"
+    image = photo(tmp_path / "a.jpg")
+    run = d2sm(capsys, "async", image, "--poll", "0.05", "--timeout", "0.2", "--pending-file", pending_file)
     assert run.code == 1
-    assert run.err.startswith("error: no output after 0.2 s (still expected at s3://")
+    assert run.err == (
+        f"error: no output after 0.2 s: 0 result(s) saved, 1 still running; collect them later with "
+        f"`d2sm results {pending_file}`\n"
+    )
+    [request] = json.loads(pending_file.read_text())["requests"]
+    assert request["image"] == str(image) and request["output"].startswith("s3://")
+
+    monkeypatch.setattr(async_invoke, "object_body", real_object_body)
+    collected = d2sm(capsys, "results", tmp_path, "--poll", "0.05")
+    assert collected.code == 0, collected.err
+    assert json.loads((tmp_path / "a.jpg.json").read_text()) == detections()
+    assert not pending_file.exists()
 
 
 def test_async_endpoint_missing(deployed, tmp_path, capsys):
     run = d2sm(capsys, "async", photo(tmp_path / "a.jpg"), "--endpoint", "gone")
     assert (run.code, run.err) == (1, "error: endpoint gone does not exist\n")
+
+
+def test_ctrl_c_while_waiting_saves_the_pending_requests(deployed, tmp_path, capsys, monkeypatch):
+    """A real SIGINT arrives while the client polls; what was submitted can be collected later."""
+    deployed.canned_async_results([(False, json.dumps(detections() | {"n": i})) for i in range(2)])
+    from d2sm import async_invoke
+
+    real_object_body = async_invoke.object_body
+
+    def interrupted_poll(aws, uri):
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal: the handler runs right here
+        return None
+
+    monkeypatch.setattr(async_invoke, "object_body", interrupted_poll)
+    photo(tmp_path / "a.jpg", seed=1)
+    photo(tmp_path / "b.jpg", seed=2)
+    run = d2sm(capsys, "async", tmp_path, "--poll", "0.05", "--pending-file", tmp_path / "run.pending.json")
+
+    assert run.code == 130
+    assert run.err == (
+        "error: interrupted: 0 result(s) saved, 2 still running; collect them later with "
+        f"`d2sm results {tmp_path / 'run.pending.json'}`\n"
+    )
+    saved = json.loads((tmp_path / "run.pending.json").read_text())
+    assert sorted(Path(r["image"]).name for r in saved["requests"]) == ["a.jpg", "b.jpg"]
+
+    monkeypatch.setattr(async_invoke, "object_body", real_object_body)
+    collected = d2sm(capsys, "results", tmp_path / "run.pending.json", "--poll", "0.05", "--json")
+    assert collected.code == 0, collected.err
+    lines = [json.loads(line) for line in collected.out.splitlines()]
+    assert sorted(line["image"] for line in lines[:2]) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert lines[2] == {"done": True, "saved": 2}
+    assert {json.loads((tmp_path / n).read_text())["n"] for n in ("a.jpg.json", "b.jpg.json")} == {0, 1}
+    assert not (tmp_path / "run.pending.json").exists()
+
+
+def test_results_of_something_else_is_one_line(tmp_path, capsys):
+    (tmp_path / "x.pending.json").write_text('{"hello": 1}')
+    run = d2sm(capsys, "results", tmp_path / "x.pending.json")
+    assert (run.code, run.err) == (
+        1,
+        f"error: {tmp_path / 'x.pending.json'} is not a pending file written by `d2sm async`\n",
+    )
+    empty = d2sm(capsys, "results", tmp_path / "nothing")
+    assert (empty.code, empty.err) == (1, f"error: {tmp_path / 'nothing'} does not exist\n")

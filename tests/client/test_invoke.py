@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,7 +60,8 @@ def test_endpoint_not_in_service_is_refused(deployed, tmp_path, capsys):
     assert run.code == 1
     assert (
         run.err
-        == f"error: endpoint {ENDPOINTS['Realtime']} is Creating, not InService: wait for it or check its events\n"
+        == f"error: endpoint {ENDPOINTS['Realtime']} is Creating, not InService: wait for it or check its "
+        "events\n"
     )
     assert not (tmp_path / "a.jpg.json").exists()
 
@@ -81,8 +83,8 @@ def test_error_object_answer_fails_that_image_only(deployed, tmp_path, capsys):
     assert run.code == 1
     assert (tmp_path / "a.jpg.json").exists() and not (tmp_path / "b.jpg.json").exists()
     assert (
-        f"error: {bad}: endpoint {ENDPOINTS['Realtime']}: the model returned an error: invalid_input: the body is not a JPEG"
-        in run.err
+        f"error: {bad}: endpoint {ENDPOINTS['Realtime']}: the model returned an error: invalid_input: the "
+        "body is not a JPEG" in run.err
     )
     assert run.err.endswith("error: 1 of 2 images failed\n")
     del good
@@ -103,8 +105,11 @@ class ThrottlingRuntime(ThreadingHTTPServer):
     """Stands in front of moto's runtime API: answers ThrottlingException `throttles` times, then
     forwards to moto (moto itself never throttles)."""
 
-    def __init__(self, moto_url: str, throttles: int):
+    def __init__(self, moto_url: str, throttles: int, refusal: tuple[int, str, dict] | None = None):
         self.moto_url, self.throttles, self.calls = moto_url, throttles, 0
+        # (HTTP status, x-amzn-ErrorType, JSON body) of each refused call.
+        self.refusal = refusal or (400, "ThrottlingException", {"message": "Rate exceeded"})
+        self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), ThrottlingHandler)
 
@@ -116,11 +121,13 @@ class ThrottlingHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.server.lock:
             self.server.calls += 1
+            self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
             throttle = self.server.calls <= self.server.throttles
         if throttle:
-            payload = json.dumps({"message": "Rate exceeded"}).encode()
-            self.send_response(400)
-            self.send_header("x-amzn-ErrorType", "ThrottlingException")
+            status, error_type, document = self.server.refusal
+            payload = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("x-amzn-ErrorType", error_type)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -153,8 +160,8 @@ class ThrottlingHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def throttling(deployed, monkeypatch):
-    def start(throttles: int) -> ThrottlingRuntime:
-        server = ThrottlingRuntime(deployed.url, throttles)
+    def start(throttles: int, refusal: tuple[int, str, dict] | None = None) -> ThrottlingRuntime:
+        server = ThrottlingRuntime(deployed.url, throttles, refusal)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{server.server_port}")
@@ -189,3 +196,109 @@ def test_throttled_after_every_retry_is_one_line(deployed, throttling, tmp_path,
         f"error: invoking {ENDPOINTS['Realtime']}: throttled after 2 attempts (ThrottlingException: "
         "Rate exceeded); lower --concurrency or retry later\n"
     )
+
+
+def model_error(status: int, retry_after_s: int | None = 0) -> tuple[int, str, dict]:
+    """What InvokeEndpoint answers when the container answered `status`: ModelError (424) carrying
+    the container's status and body."""
+    error = {"code": "overloaded", "message": "the queue is full", "request_id": "r1"}
+    if retry_after_s is not None:
+        error["retry_after_s"] = retry_after_s
+    return (
+        424,
+        "ModelError",
+        {
+            "message": f"Received server error ({status}) from primary with message ...",
+            "OriginalStatusCode": status,
+            "OriginalMessage": json.dumps({"error": error}),
+            "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x",
+        },
+    )
+
+
+def test_container_503_through_the_endpoint_is_retried(deployed, throttling, tmp_path, capsys):
+    runtime = throttling(throttles=2, refusal=model_error(503))
+    deployed.canned_results([json.dumps(detections())])
+
+    run = d2sm(capsys, "invoke", photo(tmp_path / "a.jpg"), "--retries", "2")
+
+    assert run.code == 0, run.err
+    assert runtime.calls == 3
+    assert json.loads((tmp_path / "a.jpg.json").read_text()) == detections()
+
+
+def test_container_400_through_the_endpoint_is_one_line_and_not_retried(
+    deployed, throttling, tmp_path, capsys
+):
+    status, kind, body = model_error(400)
+    body["OriginalMessage"] = json.dumps({"error": {"code": "invalid_input", "message": "not a JPEG"}})
+    runtime = throttling(throttles=1, refusal=(status, kind, body))
+    run = d2sm(capsys, "invoke", photo(tmp_path / "a.jpg"))
+    assert runtime.calls == 1
+    assert (run.code, run.err) == (
+        1,
+        f"error: invoking {ENDPOINTS['Realtime']}: the model answered 400: invalid_input: not a JPEG\n",
+    )
+
+
+def test_inference_component_and_target_variant_reach_the_request(deployed, throttling, tmp_path, capsys):
+    runtime = throttling(throttles=0)
+    deployed.canned_results([json.dumps(detections())])
+    run = d2sm(
+        capsys, "invoke", photo(tmp_path / "a.jpg"), "--inference-component", "ic-1", "--target-variant", "B"
+    )
+    assert run.code == 0, run.err
+    [headers] = runtime.headers
+    assert headers["x-amzn-sagemaker-inference-component"] == "ic-1"
+    assert headers["x-amzn-sagemaker-target-variant"] == "B"
+
+
+def test_inference_component_defaults_to_the_stack_output(deployed, throttling, tmp_path, capsys):
+    import boto3
+
+    from .conftest import stack
+
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.delete_stack(StackName="Detectron2-Realtime")
+    stack(
+        cloudformation,
+        "Detectron2-Realtime",
+        {"EndpointName": ENDPOINTS["Realtime"], "InferenceComponentName": "detectron2-ic"},
+    )
+    runtime = throttling(throttles=0)
+    deployed.canned_results([json.dumps(detections())])
+    run = d2sm(capsys, "invoke", photo(tmp_path / "a.jpg"))
+    assert run.code == 0, run.err
+    assert runtime.headers[0]["x-amzn-sagemaker-inference-component"] == "detectron2-ic"
+    assert "x-amzn-sagemaker-target-variant" not in runtime.headers[0]
+
+
+def test_global_flags_after_the_subcommand(deployed, tmp_path, capsys):
+    deployed.canned_results([json.dumps(detections())])
+    run = d2sm(capsys, "invoke", photo(tmp_path / "a.jpg"), "--region", REGION, "--app-name", "Detectron2")
+    assert run.code == 0, run.err
+    wrong = d2sm(capsys, "invoke", photo(tmp_path / "b.jpg"), "--app-name", "Nope")
+    assert wrong.err.startswith("error: stack Nope-Realtime is not deployed")
+
+
+def test_result_path_that_is_a_directory_is_one_line(deployed, tmp_path, capsys):
+    image = photo(tmp_path / "photo.jpg")
+    (tmp_path / "photo.jpg.json").mkdir()
+    deployed.canned_results([json.dumps(detections())])
+    run = d2sm(capsys, "invoke", image, "--overwrite")
+    assert run.code == 1
+    assert run.err.startswith(f"error: cannot write {tmp_path / 'photo.jpg.json'}: ")
+    assert run.err.count("\n") == 1
+
+
+def test_unreadable_image_is_one_line(deployed, tmp_path, capsys):
+    image = photo(tmp_path / "photo.jpg")
+    image.chmod(0)
+    try:
+        if os.access(image, os.R_OK):
+            pytest.skip("running as root: every file is readable")
+        deployed.canned_results([json.dumps(detections())])
+        run = d2sm(capsys, "invoke", image)
+    finally:
+        image.chmod(0o644)
+    assert (run.code, run.err) == (1, f"error: cannot read image {image}: Permission denied\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import random
 import sys
 import tarfile
 from pathlib import Path
@@ -16,11 +18,22 @@ from .conftest import CPU_IMAGE, GPU_IMAGE, GROUP, REGION, d2sm
 REPO = Path(__file__).resolve().parents[2]
 
 
-def tarball(path: Path, content: bytes = b"weights") -> Path:
+CONTAINER = REPO / "container"
+METADATA = {"format_version": 1, "backend": "torchvision", "class_names": ["balloon"]}
+
+
+def tarball(
+    path: Path, metadata: dict | None = METADATA, weights_bytes: int = 2 << 20, seed: int = 0
+) -> Path:
+    """A model.tar.gz with the artifact's layout: metadata.json and weights-sized random bytes."""
+    members = {"model_final.pth": random.Random(seed).randbytes(weights_bytes)}
+    if metadata is not None:
+        members["metadata.json"] = json.dumps(metadata).encode()
     with tarfile.open(path, "w:gz") as archive:
-        info = tarfile.TarInfo("model.pth")
-        info.size = len(content)
-        archive.addfile(info, io.BytesIO(content))
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
     return path
 
 
@@ -35,7 +48,7 @@ def test_local_tarball_uploaded_and_registered_with_both_images(deployed, tmp_pa
     model = tarball(tmp_path / "model.tar.gz")
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
 
-    run = d2sm(capsys, "register", model, "--approve", "--wait-delay", "0.1")
+    run = d2sm(capsys, "register", model, "--approve", "--wait-delay", "0.1", "--container-dir", CONTAINER)
 
     assert run.code == 0, run.err
     key = f"models/{GROUP}/{digest}/model.tar.gz"
@@ -54,6 +67,9 @@ def test_local_tarball_uploaded_and_registered_with_both_images(deployed, tmp_pa
 
 
 def test_s3_model_used_in_place_and_left_pending(deployed, tmp_path, capsys):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="elsewhere")
+    s3.put_object(Bucket="elsewhere", Key="v7/model.tar.gz", Body=tarball(tmp_path / "m.tar.gz").read_bytes())
     run = d2sm(
         capsys, "register", "s3://elsewhere/v7/model.tar.gz", "--description", "v7", "--wait-delay", "0.1"
     )
@@ -120,6 +136,98 @@ def test_packaging_needs_the_container_folder(deployed, tmp_path, capsys, monkey
     run = d2sm(capsys, "register", "--", "--training-dir", "output", "--class-names", "balloon")
     assert run.code == 1
     assert run.err == (
-        "error: no container/inference_server/package.py in this folder or its parents: run from the "
+        "error: no container/inference_server in this folder or its parents: run from the "
         "repository or pass --container-dir\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda path: path.write_text("hello\n") and path,
+            "is 6 bytes: too small to be a model.tar.gz (--no-check to register anyway)",
+        ),
+        (
+            lambda path: path.write_bytes(random.Random(1).randbytes(4096)) and path,
+            "is not a readable .tar.gz",
+        ),
+        (lambda path: tarball(path, metadata=None), "has no metadata.json at its top"),
+        (
+            lambda path: tarball(path, metadata={"backend": "caffe", "class_names": ["a"]}),
+            "metadata.json is invalid: backend: Input should be 'detectron2' or 'torchvision'",
+        ),
+        (
+            lambda path: tarball(path, metadata={"backend": "torchvision", "class_names": ["a", "a"]}),
+            "metadata.json is invalid: class_names: must be unique, repeated: a",
+        ),
+        (
+            lambda path: tarball(path, metadata={"backend": "detectron2", "class_names": ["a"]}),
+            "lacks config.yaml, which the detectron2 backend loads",
+        ),
+        (lambda path: tarball(path, weights_bytes=50_000), "model_final.pth is 50000 bytes, too small"),
+    ],
+)
+def test_invalid_tarball_is_refused_before_any_upload(deployed, tmp_path, capsys, make, message):
+    model = make(tmp_path / "model.tar.gz")
+    run = d2sm(capsys, "register", model, "--container-dir", CONTAINER)
+    assert run.code == 1
+    assert message in run.err and run.err.count("\n") == 1, run.err
+    assert len(versions()) == 1
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=deployed.bucket)
+
+
+def test_metadata_checked_by_the_client_without_the_container_folder(deployed, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tarball(tmp_path / "model.tar.gz", metadata={"backend": "caffe", "class_names": ["a"]})
+    run = d2sm(capsys, "register", model)
+    assert run.code == 1
+    assert (
+        run.err
+        == (
+            "note: no container/ folder here (--container-dir): checking metadata.json's basics only\nerror: "
+        )
+        + run.err.split("error: ", 1)[1]
+    )
+    assert run.err.count("\n") == 2
+    assert "backend: must be one of detectron2, torchvision" in run.err
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("s3://no-such-bucket/model.tar.gz", "error: s3://no-such-bucket/model.tar.gz does not exist\n"),
+        ("s3://elsewhere/missing.tar.gz", "error: s3://elsewhere/missing.tar.gz does not exist\n"),
+        ("s3://elsewhere", "error: s3://elsewhere names no object: give s3://bucket/key/model.tar.gz\n"),
+    ],
+)
+def test_s3_source_must_exist(deployed, capsys, uri, message):
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="elsewhere")
+    run = d2sm(capsys, "register", uri)
+    assert (run.code, run.err) == (1, message)
+    assert len(versions()) == 1
+
+
+def test_directory_with_an_artifact_is_packaged(deployed, tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with tarfile.open(tarball(tmp_path / "source.tar.gz")) as archive:
+        archive.extractall(folder, filter="data")
+    run = d2sm(capsys, "register", folder, "--wait-delay", "0.1", "--container-dir", CONTAINER)
+    assert run.code == 0, run.err
+    assert f"packaging directory {folder} as a model.tar.gz" in run.err
+    uri = versions()[-1]["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    body = boto3.client("s3", region_name=REGION).get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        assert sorted(archive.getnames()) == ["metadata.json", "model_final.pth"]
+
+
+def test_directory_without_an_artifact_is_refused(deployed, tmp_path, capsys):
+    (tmp_path / "somedir").mkdir()
+    run = d2sm(capsys, "register", tmp_path / "somedir")
+    assert (run.code, run.err) == (
+        1,
+        f"error: {tmp_path / 'somedir'} is a directory without metadata.json: give a model.tar.gz, an "
+        "extracted artifact directory, or packaging flags after --\n",
     )

@@ -162,3 +162,84 @@ def test_missing_image_is_one_line(tmp_path, capsys):
 def test_missing_result_is_one_line(tmp_path, capsys):
     run = d2sm(capsys, "show", tmp_path / "nothing.jpg.json")
     assert (run.code, run.err) == (1, f"error: {tmp_path / 'nothing.jpg.json'} does not exist\n")
+
+
+def crowded(width: int, height: int, count: int) -> dict:
+    """`count` overlapping boxes with the same top-left region, some reaching the right edge."""
+    instances = []
+    for i in range(count):
+        x1 = width - 30 if i % 3 == 0 else 10 + i % 5
+        instances.append(
+            {
+                "class_id": 0,
+                "class_name": "balloon",
+                "score": 0.99 - i / 1000,
+                "box": [x1, 5 + i % 4, width, height],
+            }
+        )
+    return {"image": {"height": height, "width": width}, "instances": instances}
+
+
+def test_labels_never_overlap_and_stay_inside_the_image(tmp_path):
+    from d2sm.show import label_position
+
+    placed: list[tuple[int, int, int, int]] = []
+    document = crowded(320, 240, 40)
+    for instance in document["instances"]:
+        spot = label_position(instance["box"], (90, 20), (320, 240), placed)
+        if spot is not None:
+            placed.append(spot)
+    assert len(placed) >= 12  # the column under each box is used, not just the spot above it
+    for index, spot in enumerate(placed):
+        assert min(spot[:2]) >= 0 and spot[2] <= 320 and spot[3] <= 240
+        for other in placed[index + 1 :]:
+            assert not (
+                spot[0] < other[2] and other[0] < spot[2] and spot[1] < other[3] and other[1] < spot[3]
+            )
+
+
+def test_crowded_overlay_counts_what_it_draws(tmp_path, capsys):
+    image = photo(tmp_path / "photo.jpg", size=(320, 240))
+    document = crowded(320, 240, 100)
+    for i, instance in enumerate(document["instances"]):
+        instance["score"] = 0.9 if i < 5 else 0.1
+    result = result_beside(image, document)
+    run = d2sm(capsys, "show", result, "--min-score", "0.35")
+    assert run.code == 0, run.err
+    assert run.out == f"{tmp_path / 'photo.jpg.overlay.png'}: 5 instance(s)\n"
+
+
+@pytest.mark.parametrize(("name", "expected"), [("x.jpg", "JPEG"), ("x.webp", "WEBP"), ("x.png", "PNG")])
+def test_output_format_follows_the_extension(tmp_path, capsys, name, expected):
+    image = photo(tmp_path / "photo.jpg", size=(160, 120))
+    result = result_beside(image, detections())
+    run = d2sm(capsys, "show", result, "--output", tmp_path / name)
+    assert run.code == 0, run.err
+    assert Image.open(tmp_path / name).format == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--output", "/nonexistent/dir/x.png"),
+            "error: cannot write /nonexistent/dir/x.png: folder /nonexistent/dir does not exist\n",
+        ),
+        (
+            ("--output", "{tmp}/x.txt"),
+            "error: cannot write {tmp}/x.txt: unknown image extension '.txt' (use ",
+        ),
+        (
+            ("--image", "{tmp}/notes.txt"),
+            "error: cannot read image {tmp}/notes.txt: cannot identify image file",
+        ),
+    ],
+)
+def test_local_file_errors_are_one_line(tmp_path, capsys, args, message):
+    image = photo(tmp_path / "photo.jpg", size=(160, 120))
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = result_beside(image, detections())
+    run = d2sm(capsys, "show", result, *(a.format(tmp=tmp_path) for a in args))
+    assert run.code == 1
+    assert run.err.startswith(message.format(tmp=tmp_path)), run.err
+    assert run.err.count("\n") == 1

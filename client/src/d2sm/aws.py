@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +28,15 @@ def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
+def model_error_detail(original: str) -> str:
+    """The container's error object as `code: message` (one line), else its text on one line."""
+    try:
+        error = json.loads(original)["error"]
+        return f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return " ".join(original.split())[:300]
+
+
 def describe_client_error(error: ClientError) -> str:
     """One line: the service's code and message (ModelError: the container's own message)."""
     info = error.response.get("Error", {})
@@ -36,7 +46,8 @@ def describe_client_error(error: ClientError) -> str:
         return f"throttled after {attempts} attempts ({code}: {message}); lower --concurrency or retry later"
     original = error.response.get("OriginalMessage")
     if code == "ModelError" and original:
-        return f"the model answered {error.response.get('OriginalStatusCode', '?')}: {original}"
+        status = error.response.get("OriginalStatusCode", "?")
+        return f"the model answered {status}: {model_error_detail(original)}"
     return f"{code}: {message}"
 
 
@@ -59,6 +70,10 @@ def aws_errors(action: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as error:
         raise as_cli_error(action, error) from None
+    except OSError as error:
+        # upload_file and download_file read and write local files.
+        where = f" ({error.filename})" if error.filename else ""
+        raise CliError(f"{action}: {error.strerror or error}{where}") from None
 
 
 @dataclass
@@ -93,6 +108,12 @@ class Aws:
     @cached_property
     def runtime(self):
         return self.client("sagemaker-runtime")
+
+    @classmethod
+    def from_args(cls, args) -> Aws:
+        return cls(
+            region=args.region, profile=args.profile, app_name=args.app_name, max_attempts=args.max_attempts
+        )
 
     def stack_name(self, suffix: str) -> str:
         return f"{self.app_name}-{suffix}"

@@ -3,6 +3,7 @@ download the results (the convention shared with the batch pipeline: README, "Ba
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import secrets
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import outputs as names
 from .async_invoke import object_body
 from .aws import Aws, as_cli_error, aws_errors, split_s3_uri
 from .errors import CliError
-from .files import content_type, images_in, parse_result, save_result
-from .progress import bar, say, summarize
+from .files import content_type, images_in, parse_result, save_result, write_bytes
+from .progress import bar, emit, note, summarize
 
 # The convention's characters; SageMaker job names must also end with a letter or digit.
 BATCH_ID = re.compile(r"^[a-zA-Z0-9-]*[a-zA-Z0-9]$")
@@ -33,7 +35,8 @@ def new_batch_id() -> str:
 def check_batch_id(batch_id: str, job_name_prefix: str) -> None:
     if not BATCH_ID.match(batch_id):
         raise CliError(
-            f"batch id {batch_id!r} may only hold letters, digits and '-', and must end with a letter or digit"
+            f"batch id {batch_id!r} may only hold letters, digits and '-', and must end with a letter or "
+            "digit"
         )
     if len(job_name_prefix) + len(batch_id) > MAX_JOB_NAME:
         raise CliError(
@@ -90,19 +93,25 @@ def run(
     poll_s: float,
 ):
     images = images_in(path)
-    outputs = aws.stack_outputs("Batch")
-    missing = [k for k in ("JobNamePrefix", "SubmitUri", "InputUri", "OutputUri") if k not in outputs]
+    found = aws.stack_outputs(names.BATCH)
+    keys = (
+        names.BATCH_JOB_NAME_PREFIX,
+        names.BATCH_SUBMIT_URI,
+        names.BATCH_INPUT_URI,
+        names.BATCH_OUTPUT_URI,
+    )
+    missing = [k for k in keys if k not in found]
     if missing:
         raise CliError(
-            f"stack {aws.stack_name('Batch')} has no output {', '.join(missing)}: deploy the batch pipeline "
-            "(batch.enabled) first"
+            f"stack {aws.stack_name(names.BATCH)} has no output {', '.join(missing)}: deploy the batch "
+            "pipeline (batch.enabled) first"
         )
-    prefix = outputs["JobNamePrefix"]
+    prefix = found[names.BATCH_JOB_NAME_PREFIX]
     batch_id = batch_id or new_batch_id()
     check_batch_id(batch_id, prefix)
     job_name = prefix + batch_id
 
-    input_bucket, input_prefix = under(outputs["InputUri"], batch_id)
+    input_bucket, input_prefix = under(found[names.BATCH_INPUT_URI], batch_id)
     for image in images:
         with aws_errors(f"uploading {image}"):
             aws.s3.upload_file(
@@ -112,12 +121,20 @@ def run(
                 ExtraArgs={"ContentType": content_type(image)},
             )
     # The marker goes last: the pipeline starts the job on it, so every image must already be there.
-    submit_bucket, submit_key = under(outputs["SubmitUri"], batch_id)
+    submit_bucket, submit_key = under(found[names.BATCH_SUBMIT_URI], batch_id)
     with aws_errors(f"writing the submit marker s3://{submit_bucket}/{submit_key}"):
         aws.s3.put_object(Bucket=submit_bucket, Key=submit_key, Body=b"")
-    say(f"batch {batch_id}: {len(images)} image(s) under s3://{input_bucket}/{input_prefix}/, job {job_name}")
+    emit(
+        {
+            "batch_id": batch_id,
+            "job": job_name,
+            "input": f"s3://{input_bucket}/{input_prefix}/",
+            "images": len(images),
+        },
+        f"batch {batch_id}: {len(images)} image(s) under s3://{input_bucket}/{input_prefix}/, job {job_name}",
+    )
 
-    output_bucket, output_prefix = under(outputs["OutputUri"], batch_id)
+    output_bucket, output_prefix = under(found[names.BATCH_OUTPUT_URI], batch_id)
     summary_uri = f"s3://{output_bucket}/{output_prefix}/{SUMMARY_OBJECT}"
     # A hand-written loop rather than the TransformJobCompletedOrStopped waiter: the bar shows the
     # job's status and how many outputs exist while it runs, which a blocking waiter cannot.
@@ -149,18 +166,51 @@ def run(
             body = object_body(aws, uri)
             if body is None:
                 raise CliError(f"no output at {uri}")
-            say(str(save_result(image, parse_result(body, uri))))
+            document = parse_result(body, uri)
+            saved = save_result(image, document)
+            emit(
+                {"image": str(image), "result": str(saved), "instances": len(document["instances"])},
+                str(saved),
+            )
         except CliError as error:
             failures[image] = str(error)
     summary = object_body(aws, summary_uri)
     if summary is not None:
-        target = images[0].parent / f"batch-{batch_id}.summary.json"
-        target.write_bytes(summary)
-        say(f"{target}")
+        target = write_bytes(images[0].parent / f"batch-{batch_id}.summary.json", summary)
+        emit({"summary": str(target)}, str(target))
     else:
-        say(f"no {SUMMARY_OBJECT} yet (the pipeline writes it at {summary_uri})")
+        note(f"no {SUMMARY_OBJECT} yet (the pipeline writes it at {summary_uri})")
     summarize(
         failures,
         len(images),
         f"batch {batch_id}: {len(images) - len(failures)} result(s) saved beside the images",
+        done={"batch_id": batch_id, "saved": len(images) - len(failures)},
     )
+
+
+def add_parser(commands, common) -> None:
+    bat = commands.add_parser(
+        "batch", parents=[common], help="batch transform: submit a folder, follow the job, download results"
+    )
+    bat.add_argument("path", type=Path, help="a folder of images (or one image)")
+    bat.add_argument("--batch-id", help="letters, digits and '-' (default: UTC time + random suffix)")
+    bat.add_argument(
+        "--timeout", type=positive_float, default=6 * 3600.0, help="seconds to wait (default 21600)"
+    )
+    bat.add_argument("--poll", type=positive_float, default=15.0, help="seconds between checks (default 15)")
+    bat.set_defaults(
+        handler=lambda args: run(
+            Aws.from_args(args),
+            path=args.path,
+            batch_id=args.batch_id,
+            timeout_s=args.timeout,
+            poll_s=args.poll,
+        )
+    )
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

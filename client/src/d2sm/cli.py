@@ -1,6 +1,7 @@
-"""d2sm: register, invoke, async, batch, show and verify for the Detectron2 SageMaker stacks.
+"""d2sm: try, deploy-check, invoke and operate Detectron2 on SageMaker from the command line.
 
-Every failure is one `error:` line on stderr and exit status 1 (2 for a bad command line).
+Every failure is one `error:` line on stderr and exit status 1 (2 for a bad command line, 130 after
+Ctrl-C). Each command lives in its own module and adds its own subparser (`add_parser`).
 """
 
 from __future__ import annotations
@@ -8,11 +9,44 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from . import async_invoke, batch, invoke, register, show, verify
-from .aws import DEFAULT_APP_NAME, Aws
+from . import (
+    __version__,
+    async_invoke,
+    batch,
+    bench,
+    completion,
+    invoke,
+    logs,
+    progress,
+    register,
+    results,
+    serve,
+    show,
+    status,
+    verify,
+    versions,
+)
+from .aws import DEFAULT_APP_NAME
 from .errors import CliError
+from .runner import Interrupted
+
+# In --help order. A new command is a module with add_parser(commands, common) that sets `handler`.
+COMMANDS = (
+    serve,
+    invoke,
+    async_invoke,
+    results,
+    batch,
+    show,
+    bench,
+    status,
+    verify,
+    versions,
+    logs,
+    register,
+    completion,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,130 +66,49 @@ def positive(kind):
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
-    root = OneLineParser(prog="d2sm", description=__doc__.splitlines()[0])
-    root.add_argument(
+def add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags every command takes, before or after its name. The subcommands' copies default to
+    SUPPRESS so that a flag given before the subcommand is not reset by the subparser."""
+
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
         "--app-name",
-        default=os.environ.get("D2SM_APP_NAME", DEFAULT_APP_NAME),
+        default=default(os.environ.get("D2SM_APP_NAME", DEFAULT_APP_NAME)),
         help="the CDK app's `name`: stacks are <name>-Shared|Realtime|Async|Serverless|Batch (default "
         "$D2SM_APP_NAME or Detectron2)",
     )
-    root.add_argument("--region", help="AWS region (default: the profile's or $AWS_REGION)")
-    root.add_argument("--profile", help="AWS profile")
-    root.add_argument(
+    parser.add_argument(
+        "--region", default=default(None), help="AWS region (default: the profile's or $AWS_REGION)"
+    )
+    parser.add_argument("--profile", default=default(None), help="AWS profile")
+    parser.add_argument(
         "--max-attempts",
         type=positive(int),
-        default=5,
+        default=default(5),
         help="attempts per AWS call, first included; throttling and transient errors are retried (default 5)",
     )
-    commands = root.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="one JSON object per result or state line on stdout (messages stay on stderr)",
+    )
 
-    reg = commands.add_parser(
-        "register",
-        help="package (optional), upload and register a model.tar.gz as a new model package version",
-        description="d2sm register model.tar.gz | d2sm register [options] -- <python -m inference_server.package flags>",
-    )
-    reg.add_argument("model", nargs="?", help="model.tar.gz to upload, or an s3:// URI used in place")
-    reg.add_argument(
-        "--approve", action="store_true", help="register as Approved (default PendingManualApproval)"
-    )
-    reg.add_argument("--description", help="version description (default: the latest version's)")
-    reg.add_argument("--bucket", help="bucket to upload to (default: the Shared stack's ArtifactsBucketName)")
-    reg.add_argument(
-        "--group", help="model package group (default: the Shared stack's ModelPackageGroupName)"
-    )
-    reg.add_argument(
-        "--container-dir", type=Path, help="folder holding inference_server (default ./container)"
-    )
-    reg.add_argument(
-        "--packager-python", help="python with torch (+detectron2) to package with (default: this one)"
-    )
-    reg.add_argument("--wait-delay", type=positive(float), default=5.0, help=argparse.SUPPRESS)
-    reg.epilog = "Everything after -- goes to the packaging command; it gets --output itself."
 
-    inv = commands.add_parser(
-        "invoke", help="real-time or serverless: one image or a folder, results beside them"
+def parser() -> argparse.ArgumentParser:
+    root = OneLineParser(prog="d2sm", description=__doc__.splitlines()[0])
+    root.add_argument("--version", action="version", version=f"d2sm {__version__}")
+    add_global_options(root, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    add_global_options(common, defaults=False)
+    commands = root.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND"
     )
-    inv.add_argument("path", type=Path, help="an image or a folder of images")
-    inv.add_argument("--mode", choices=sorted(invoke.STACK_FOR_MODE), default="realtime")
-    inv.add_argument("--endpoint", help="endpoint name (default: the mode stack's EndpointName output)")
-    inv.add_argument("--concurrency", type=positive(int), default=4, help="requests in flight (default 4)")
-    inv.add_argument("--attributes", help="custom attributes, e.g. score_threshold=0.5,max_detections=20")
-
-    asy = commands.add_parser(
-        "async", help="asynchronous endpoint: upload, invoke, wait for each result, download"
-    )
-    asy.add_argument("path", type=Path, help="an image or a folder of images")
-    asy.add_argument("--endpoint", help="endpoint name (default: the Async stack's EndpointName output)")
-    asy.add_argument(
-        "--input-uri", help="s3:// prefix for requests (default: the Async stack's InputUri output)"
-    )
-    asy.add_argument("--attributes", help="custom attributes, as for invoke")
-    asy.add_argument("--timeout", type=positive(float), default=3600.0, help="seconds to wait (default 3600)")
-    asy.add_argument("--poll", type=positive(float), default=5.0, help="seconds between checks (default 5)")
-
-    bat = commands.add_parser(
-        "batch", help="batch transform: submit a folder, follow the job, download results"
-    )
-    bat.add_argument("path", type=Path, help="a folder of images (or one image)")
-    bat.add_argument("--batch-id", help="letters, digits and '-' (default: UTC time + random suffix)")
-    bat.add_argument(
-        "--timeout", type=positive(float), default=6 * 3600.0, help="seconds to wait (default 21600)"
-    )
-    bat.add_argument("--poll", type=positive(float), default=15.0, help="seconds between checks (default 15)")
-
-    sho = commands.add_parser("show", help="draw masks, boxes, classes and scores over the image into a PNG")
-    sho.add_argument("path", type=Path, help="a result (photo.jpg.json) or a folder of images with results")
-    sho.add_argument("--image", type=Path, help="the image (default: the result's name without .json)")
-    sho.add_argument("--output", type=Path, help="PNG to write (default: photo.jpg.overlay.png)")
-    sho.add_argument("--min-score", type=float, default=0.0, help="hide instances scoring below this")
-    verify.add_command(commands)
+    for module in COMMANDS:
+        module.add_parser(commands, common)
     return root
-
-
-def dispatch(args: argparse.Namespace, packager_args: list[str]) -> None:
-    if args.command == "show":
-        show.run(path=args.path, image=args.image, output=args.output, min_score=args.min_score)
-        return
-    aws = Aws(
-        region=args.region, profile=args.profile, app_name=args.app_name, max_attempts=args.max_attempts
-    )
-    if args.command == "register":
-        register.run(
-            aws,
-            model=args.model,
-            packager_args=packager_args,
-            container_dir=args.container_dir,
-            packager_python=args.packager_python,
-            bucket=args.bucket,
-            group=args.group,
-            approve=args.approve,
-            description=args.description,
-            wait_delay_s=args.wait_delay,
-        )
-    elif args.command == "invoke":
-        invoke.run(
-            aws,
-            path=args.path,
-            mode=args.mode,
-            endpoint=args.endpoint,
-            concurrency=args.concurrency,
-            attributes=args.attributes,
-        )
-    elif args.command == "async":
-        async_invoke.run(
-            aws,
-            path=args.path,
-            endpoint=args.endpoint,
-            input_uri=args.input_uri,
-            attributes=args.attributes,
-            timeout_s=args.timeout,
-            poll_s=args.poll,
-        )
-    elif args.command == "batch":
-        batch.run(aws, path=args.path, batch_id=args.batch_id, timeout_s=args.timeout, poll_s=args.poll)
-    elif args.command == "verify":
-        verify.run_command(aws, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,14 +121,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if packager_args and args.command != "register":
         parser().error(f"only register takes arguments after --, {args.command} does not")
+    args.packager_args = packager_args
+    progress.set_json(args.json)
     try:
-        dispatch(args, packager_args)
+        args.handler(args)
+    except Interrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 130
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `d2sm ... | head`: the reader left; nothing more to say.
+        return 1
+    except Exception as error:
+        # A bug, not the user's mistake: still one line, with what to report; D2SM_DEBUG=1 for the
+        # traceback.
+        if os.environ.get("D2SM_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(error).__name__}: {error} (a d2sm bug: rerun with D2SM_DEBUG=1 and "
+            "report the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        progress.set_json(False)
     return 0
 
 

@@ -8,20 +8,22 @@ the container stays the one owner of what a valid artifact is.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
-import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
-from botocore.exceptions import WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
-from .aws import Aws, aws_errors, split_s3_uri
+from . import outputs, validate
+from .aws import Aws, as_cli_error, aws_errors, error_code, split_s3_uri
 from .errors import CliError
-from .progress import say
+from .progress import emit, note
 
 MODELS_PREFIX = "models"
 # Container fields that describe the old model data; the new version gets its own ModelDataUrl.
@@ -57,40 +59,74 @@ PACKAGE_WAITER = WaiterModel(
 
 def find_container_dir(explicit: Path | None) -> Path:
     """The folder holding the inference_server package: --container-dir, else ./container upwards."""
-    if explicit is not None:
-        candidates = [explicit]
-    else:
-        cwd = Path.cwd().resolve()
-        candidates = [folder / "container" for folder in (cwd, *cwd.parents)]
-    for folder in candidates:
-        if (folder / "inference_server" / "package.py").is_file():
-            return folder
-    where = explicit or "this folder or its parents"
-    raise CliError(
-        f"no container/inference_server/package.py in {where}: run from the repository or pass --container-dir"
-    )
+    folder = validate.find_container_dir(explicit)
+    if folder is None:
+        raise CliError(
+            "no container/inference_server in this folder or its parents: run from the repository or "
+            "pass --container-dir"
+        )
+    return folder
 
 
 def package(packager_args: list[str], *, container_dir: Path, python: str, output: Path) -> None:
     """Run the container's packaging command; its one-line error becomes ours."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(container_dir), os.environ.get("PYTHONPATH")])),
-    )
+    env = validate.container_env(container_dir)
     command = [python, "-m", "inference_server.package", *packager_args, "--output", str(output)]
-    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {result.returncode}"
         raise CliError(f"packaging failed: {last.removeprefix('error: ')}")
 
 
+def check_s3_model(aws: Aws, uri: str) -> None:
+    """The object must exist and be readable with these credentials (SageMaker reads it later with
+    the execution role, which `cdk deploy` grants)."""
+    bucket, key = split_s3_uri(uri)
+    if not bucket or not key:
+        raise CliError(f"{uri} names no object: give s3://bucket/key/model.tar.gz")
+    try:
+        head = aws.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        code = error_code(error)
+        if code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}:
+            raise CliError(f"{uri} does not exist") from None
+        if code in {"403", "AccessDenied", "Forbidden"}:
+            raise CliError(f"{uri} is not readable with these credentials (403)") from None
+        raise as_cli_error(f"checking {uri}", error) from None
+    except BotoCoreError as error:
+        raise as_cli_error(f"checking {uri}", error) from None
+    validate.check_size(head.get("ContentLength", 0), uri)
+
+
+def pack_directory(folder: Path, output: Path) -> Path:
+    """An extracted artifact (metadata.json at its top) packed as SageMaker expects; any other
+    folder is refused, since registering it would serve nothing."""
+    if not (folder / validate.METADATA_FILE).is_file():
+        raise CliError(
+            f"{folder} is a directory without {validate.METADATA_FILE}: give a model.tar.gz, an extracted "
+            "artifact directory, or packaging flags after --"
+        )
+    note(f"packaging directory {folder} as a model.tar.gz")
+    try:
+        with tarfile.open(output, "w:gz") as archive:
+            for path in sorted(folder.rglob("*")):
+                if "__pycache__" not in path.parts:
+                    archive.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    except OSError as error:
+        raise CliError(f"cannot package {folder}: {error.strerror or error}") from None
+    return output
+
+
 def upload(aws: Aws, tarball: Path, bucket: str, group: str) -> str:
     """Content-addressed key: registering the same tarball twice reuses one object."""
     digest = hashlib.sha256()
-    with tarball.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with tarball.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise CliError(f"cannot read {tarball}: {error.strerror or error}") from None
     key = f"{MODELS_PREFIX}/{group}/{digest.hexdigest()[:16]}/model.tar.gz"
     with aws_errors(f"uploading {tarball} to s3://{bucket}/{key}"):
         aws.s3.upload_file(str(tarball), bucket, key)
@@ -137,14 +173,12 @@ def run(
     approve: bool,
     description: str | None,
     wait_delay_s: float,
+    ignore_check: bool = False,
 ):
     if bool(model) == bool(packager_args):
         raise CliError("give either a model.tar.gz (local or s3://) or packaging flags after --, not both")
-    shared = None if (bucket and group) else aws.stack_outputs("Shared")
-    group = group or shared["ModelPackageGroupName"]
-    latest = latest_version(aws, group)
-
     with tempfile.TemporaryDirectory() as scratch:
+        # The artifact is checked first: a bad file fails before any AWS call.
         if packager_args:
             tarball = Path(scratch) / "model.tar.gz"
             package(
@@ -153,16 +187,27 @@ def run(
                 python=packager_python or sys.executable,
                 output=tarball,
             )
-            say(f"packaged {tarball.stat().st_size} bytes")
+            note(f"packaged {tarball.stat().st_size} bytes")
             model = str(tarball)
+        if not model.startswith("s3://"):
+            tarball = Path(model)
+            if tarball.is_dir():
+                tarball = pack_directory(tarball, Path(scratch) / "model.tar.gz")
+            elif not tarball.exists():
+                raise CliError(f"{model} does not exist")
+            elif not tarball.is_file():
+                raise CliError(f"{model} is not a file")
+            validate.check_tarball(
+                tarball, container_dir=container_dir, python=packager_python, skip=ignore_check
+            )
+        shared = None if (bucket and group) else aws.stack_outputs(outputs.SHARED)
+        group = group or shared[outputs.MODEL_PACKAGE_GROUP_NAME]
+        latest = latest_version(aws, group)
         if model.startswith("s3://"):
-            split_s3_uri(model)
+            check_s3_model(aws, model)
             model_data_url = model
         else:
-            tarball = Path(model)
-            if not tarball.is_file():
-                raise CliError(f"{model} does not exist")
-            model_data_url = upload(aws, tarball, bucket or shared["ArtifactsBucketName"], group)
+            model_data_url = upload(aws, tarball, bucket or shared[outputs.ARTIFACTS_BUCKET_NAME], group)
 
     request = {
         "ModelPackageGroupName": group,
@@ -185,7 +230,65 @@ def run(
     except WaiterError as error:
         reason = (error.last_response or {}).get("ModelPackageStatusDetails", error.last_response)
         raise CliError(f"model package {arn} did not complete: {reason}") from None
-    say(f"{arn}")
-    say(
-        f"model data {model_data_url}; images from {latest['ModelPackageArn']}; status {request['ModelApprovalStatus']}"
+    version = arn.rsplit("/", 1)[-1]
+    emit(
+        {
+            "arn": arn,
+            "version": int(version) if version.isdigit() else version,
+            "model_data": model_data_url,
+            "images_from": latest["ModelPackageArn"],
+            "status": request["ModelApprovalStatus"],
+        },
+        f"{arn}\nmodel data {model_data_url}; images from {latest['ModelPackageArn']}; "
+        f"status {request['ModelApprovalStatus']}",
+    )
+
+
+def add_parser(commands, common) -> None:
+    reg = commands.add_parser(
+        "register",
+        parents=[common],
+        help="check, (package,) upload and register a model.tar.gz as a new model package version",
+        description="d2sm register model.tar.gz|DIR|s3://... | d2sm register [options] -- "
+        "<python -m inference_server.package flags>",
+    )
+    reg.add_argument(
+        "model",
+        nargs="?",
+        help="model.tar.gz or an extracted artifact directory to upload, or an s3:// URI used in place",
+    )
+    reg.add_argument(
+        "--approve", action="store_true", help="register as Approved (default PendingManualApproval)"
+    )
+    reg.add_argument("--description", help="version description (default: the latest version's)")
+    reg.add_argument("--bucket", help="bucket to upload to (default: the Shared stack's ArtifactsBucketName)")
+    reg.add_argument(
+        "--group", help="model package group (default: the Shared stack's ModelPackageGroupName)"
+    )
+    reg.add_argument(
+        "--container-dir", type=Path, help="folder holding inference_server (default ./container)"
+    )
+    reg.add_argument(
+        "--packager-python",
+        help="python with the serving packages to package and check with (default: this one)",
+    )
+    reg.add_argument(
+        "--no-check", action="store_true", help="register without checking the tarball (not recommended)"
+    )
+    reg.add_argument("--wait-delay", type=float, default=5.0, help=argparse.SUPPRESS)
+    reg.epilog = "Everything after -- goes to the packaging command; it gets --output itself."
+    reg.set_defaults(
+        handler=lambda args: run(
+            Aws.from_args(args),
+            model=args.model,
+            packager_args=args.packager_args,
+            container_dir=args.container_dir,
+            packager_python=args.packager_python,
+            bucket=args.bucket,
+            group=args.group,
+            approve=args.approve,
+            description=args.description,
+            wait_delay_s=args.wait_delay,
+            ignore_check=args.no_check,
+        )
     )

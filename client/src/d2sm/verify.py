@@ -348,10 +348,11 @@ def run(aws: Aws, *, modes: list[str] | None, skip_batch: bool, timeout_s: float
         raise CliError(f"{failed} of {sum(1 for c in checks if not c.skipped)} checks failed")
 
 
-def add_command(commands) -> argparse.ArgumentParser:
+def add_parser(commands, common) -> None:
     """`d2sm verify [--mode M]... [--skip-batch] [--timeout S] [--poll S]` on the CLI's subparsers."""
     command = commands.add_parser(
         "verify",
+        parents=[common],
         help="prove every deployed mode answers correctly and runs the endpoint config its stack deployed",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
@@ -372,10 +373,11 @@ def add_command(commands) -> argparse.ArgumentParser:
     )
     command.add_argument("--poll", type=float, default=5.0, help="seconds between checks (default 5)")
     command.epilog = "Exit status 1 and one error: line per failure when any check fails."
-    return command
+    command.set_defaults(handler=run_command)
 
 
-def run_command(aws: Aws, args: argparse.Namespace) -> None:
+def run_command(args: argparse.Namespace) -> None:
+    aws = Aws.from_args(args)
     if args.timeout <= 0 or args.poll <= 0:
         raise CliError("--timeout and --poll must be > 0")
     run(aws, modes=args.mode, skip_batch=args.skip_batch, timeout_s=args.timeout, poll_s=args.poll)
