@@ -155,16 +155,46 @@ def default_pending_file(path: Path, out_dir: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
-    aws = Aws.from_args(args)
-    images = images_in(args.path, args.recursive)
-    todo = pending_images(images, args.path, args.out_dir, args.overwrite)
+    invoke_async(
+        Aws.from_args(args),
+        args.path,
+        endpoint=args.endpoint,
+        input_uri=args.input_uri,
+        attributes=args.attributes,
+        timeout_s=args.timeout,
+        poll_s=args.poll,
+        pending_file=args.pending_file,
+        out_dir=args.out_dir,
+        recursive=args.recursive,
+        overwrite=args.overwrite,
+    )
+
+
+def invoke_async(
+    aws: Aws,
+    path: Path,
+    *,
+    endpoint: str | None = None,
+    input_uri: str | None = None,
+    attributes: str | None = None,
+    timeout_s: float,
+    poll_s: float,
+    pending_file: Path | None = None,
+    out_dir: Path | None = None,
+    recursive: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Send an image or a folder through the async endpoint and save each result (`d2sm async`,
+    and `d2sm verify`'s async check)."""
+    images = images_in(path, recursive)
+    todo = pending_images(images, path, out_dir, overwrite)
     if not todo:
         emit({"done": True, "saved": 0, "skipped": len(images)}, "nothing to do: every image has a result")
         return
-    name = args.endpoint or aws.stack_output(outputs.ASYNC, outputs.ENDPOINT_NAME)
+    name = endpoint or aws.stack_output(outputs.ASYNC, outputs.ENDPOINT_NAME)
     require_in_service(aws, name)
-    input_uri = args.input_uri or aws.stack_output(outputs.ASYNC, outputs.ASYNC_INPUT_URI)
-    pending_file = args.pending_file or default_pending_file(args.path, args.out_dir)
+    input_uri = input_uri or aws.stack_output(outputs.ASYNC, outputs.ASYNC_INPUT_URI)
+    pending_file = pending_file or default_pending_file(path, out_dir)
     failures: dict[Path, str] = {}
     pending: list[Pending] = []
     try:
@@ -176,8 +206,8 @@ def run(args: argparse.Namespace) -> None:
                         name,
                         input_uri,
                         image,
-                        args.attributes,
-                        result_path(image, args.path, args.out_dir),
+                        attributes,
+                        result_path(image, path, out_dir),
                     )
                 )
             except CliError as error:
@@ -197,8 +227,8 @@ def run(args: argparse.Namespace) -> None:
         aws,
         pending,
         label=f"{name} (async)",
-        timeout_s=args.timeout,
-        poll_s=args.poll,
+        timeout_s=timeout_s,
+        poll_s=poll_s,
         pending_file=pending_file,
     )
     if failures:

@@ -244,12 +244,11 @@ class Verifier:
         with self.one_photo() as image, contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()
             try:
-                async_invoke.run(
+                async_invoke.invoke_async(
                     self.aws,
-                    path=image,
+                    image,
                     endpoint=check.endpoint,
                     input_uri=outputs["InputUri"],
-                    attributes=None,
                     timeout_s=self.timeout_s,
                     poll_s=self.poll_s,
                 )
