@@ -154,7 +154,8 @@ NOTES: dict[str, str] = {
     "<mode>.enabled": "`false`: the mode's stack is not synthesized.",
     "<mode>.initial_instance_count": "Instances the endpoint is created with.",
     "<mode>.provision_timeout_seconds": "`VariantInstanceProvisionTimeoutInSeconds`: how long SageMaker "
-    "may look for capacity across all pools before the deployment fails; null: 900 s when `instance_pools` is set.",
+    "may look for capacity across all pools before the deployment fails; null: 900 s when "
+    "`instance_pools` is set.",
     "<mode>.rollout": "The endpoint's blue/green deployment: how traffic moves to the new fleet and when "
     "it rolls back ([Rollout options](../updates.md#rollout-options)).",
     "<mode>.data_capture.sampling_percentage": "Share of the calls captured.",
@@ -526,8 +527,7 @@ def environment_variables_read(values: dict[str, str] | None = None) -> list[str
 
 # What each variable is for. The names, types, defaults and allowed values come from the parser
 # itself; a test fails when it reads a variable missing here, or when one here is never read.
-ENVIRONMENT_SIZE_TYPE = "`INSTANCE_COUNT`: `value` instances; `CAPACITY_PERCENT`: `value` % of the fleet."
-NOTES: dict[str, str] = {
+ENVIRONMENT_NOTES: dict[str, str] = {
     "INFERENCE_MODE": "Set by the CDK app on each Model; derives the request-size limit and the timeout "
     "(see [Modes and limits](../http-api.md#modes-and-limits)).",
     "SAGEMAKER_BATCH": "Set by SageMaker in transform jobs: `true` means batch mode whatever "
