@@ -345,7 +345,7 @@ def _default(info: FieldInfo) -> str:
         return "required"
     value = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
-        return "the object below"
+        return "each field's own"
     if isinstance(value, app_settings.ModelVersion):
         value = value.to_config()
     return f"`{json.dumps(value)}`"
