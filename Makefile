@@ -24,7 +24,7 @@ $(VENV)/.installed-synth: requirements.txt
 	touch $@
 
 # requirements-dev.txt includes requirements.txt, so a full install also satisfies synth.
-$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt client/requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-docs.txt container/requirements.txt client/requirements.txt client/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
@@ -69,5 +69,15 @@ diff: install-synth
 	$(PYTHON) scripts/cdk_diff.py --base $(BASE) $(if $(FAIL_ON_DESTRUCTIVE),--fail-on-destructive) \
 		$(foreach pair,$(CONTEXT),--context $(pair)) $(if $(MARKDOWN_DIR),--markdown-dir $(MARKDOWN_DIR))
 
+# The documentation site: regenerate the pages built from the code, then a strict build into site/
+# (a dead link or a page missing from the nav fails). `make test` runs the same build (tests/docs).
+.PHONY: docs docs-serve
+docs: $(VENV)/.installed
+	PYTHONPATH=constructs:container $(PYTHON) scripts/generate_docs.py
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
+
+docs-serve: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
 clean:
-	rm -rf cdk.out .pytest_cache
+	rm -rf cdk.out .pytest_cache site
