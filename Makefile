@@ -17,17 +17,21 @@ install: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.package-loc
 install-synth: $(VENV)/.installed-synth node_modules/.package-lock.json
 
 # pip -qq: errors only (pip configs that list missing index folders warn once per package).
-$(VENV)/.installed-synth: requirements.txt
+# The app itself is a package (pyproject.toml): installed editable, so app.py and the tests import
+# `stacks` and `sagemaker_constructs` from this tree without any sys.path patch.
+$(VENV)/.installed-synth: requirements.txt pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements.txt
+	$(PIP) install -qq -e .
 	touch $@
 
 # requirements-dev.txt includes requirements.txt, so a full install also satisfies synth.
-$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt client/requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt client/requirements.txt client/pyproject.toml pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
+	$(PIP) install -qq -e .
 	$(PIP) install -qq -e client
 	touch $@ $(VENV)/.installed-synth
 

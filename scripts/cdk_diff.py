@@ -108,9 +108,16 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     )
 
 
+def tree_env(tree: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` for synthesizing `tree` with its own code: the venv's editable install of the app points at
+    one checkout, and the other tree's `stacks`/`sagemaker_constructs` must win over it."""
+    own = [str(tree), str(tree / "constructs"), str(tree / "client" / "src")]
+    return {**env, "PYTHONPATH": os.pathsep.join([*own, *filter(None, [env.get("PYTHONPATH")])])}
+
+
 def synth(cdk: str, tree: Path, out: Path, context: list[str], env: dict[str, str]) -> dict[str, Path]:
     """Synthesize `tree` into `out`; its stacks' template files by stack name."""
-    result = run([cdk, "synth", "--quiet", "--output", str(out), *context], tree, env)
+    result = run([cdk, "synth", "--quiet", "--output", str(out), *context], tree, tree_env(tree, env))
     if result.returncode != 0:
         sys.exit(f"error: cdk synth failed in {tree}:\n{result.stdout}")
     manifest = json.loads((out / "manifest.json").read_text())

@@ -20,18 +20,17 @@ import pycocotools.mask as mask_util
 import pytest
 import requests
 from moto.sagemakerruntime.models import SageMakerRuntimeBackend
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from d2sm import cli as d2sm_cli
+from d2sm.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENT_SRC = REPO / "client" / "src"
-# This tree's client, whichever checkout the venv's editable install points at.
-if str(CLIENT_SRC) not in sys.path:
-    sys.path.insert(0, str(CLIENT_SRC))
-
-from moto.sagemakerruntime.responses import SageMakerRuntimeResponse  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from d2sm.cli import main  # noqa: E402
+# The source root of the client this process imported: child processes get it as PYTHONPATH so they
+# run the same code (the venv's editable install may point at another checkout).
+CLIENT_SRC = Path(d2sm_cli.__file__).resolve().parents[1]
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
