@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install install-synth synth test test-infra test-container bench lint-templates clean
+.PHONY: install install-synth synth lint test test-infra test-container bench lint-templates clean
 
 # Everything the tests need (torch, the serving package's dependencies, the test tools).
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.package-lock.json
@@ -47,7 +47,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 synth: install-synth
 	$(CDK) synth --quiet
 
-test: install
+# Style, lint and types, with zero findings (configured in pyproject.toml); pre-commit runs the same.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest
 
 test-infra: install

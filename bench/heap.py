@@ -39,7 +39,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         try:
             sessions = {policy: requests.Session() for policy in POLICIES}
 
-            def invoke(policy: str) -> None:
+            def invoke(policy: str, servers=servers, sessions=sessions, backend=backend) -> None:
                 servers[policy].invoke(backend.jpeg, sessions[policy]).raise_for_status()
 
             for policy in POLICIES:

@@ -25,7 +25,9 @@ class SharedModelStack(Stack):
         super().__init__(
             scope,
             construct_id,
-            description="Detectron2 on SageMaker: artifacts, inference images, model registry, execution role",
+            description=(
+                "Detectron2 on SageMaker: artifacts, inference images, model registry, execution role"
+            ),
         )
         self.store = ArtifactStore(self, "Artifacts")
         images = InferenceImages(self, "Images", directory=container_dir)

@@ -124,8 +124,10 @@ class AsyncEndpoint(InferenceEndpoint):
             ),
             (["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], [store.key.key_arn]),
         ]
-        combined = None
-        for actions, resource_arns in grants:
-            grant = iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resource_arns)
-            combined = grant if combined is None else combined.combine(grant)
+        combined, *others = [
+            iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resource_arns)
+            for actions, resource_arns in grants
+        ]
+        for grant in others:
+            combined = combined.combine(grant)
         return combined

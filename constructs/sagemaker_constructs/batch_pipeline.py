@@ -17,8 +17,9 @@ no `.sync`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnElement, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -599,5 +600,6 @@ class BatchTransformPipeline(Construct):
 def _depend_on_policy_only(resource: Construct, role: iam.Role) -> None:
     """CDK makes `resource` depend on its role and the role's policy; the role is already referenced
     by GetAtt, so keep only the policy (cfn-lint W3005 flags the redundant one)."""
-    policy = role.node.find_child("DefaultPolicy").node.default_child
-    resource.node.default_child.add_override("DependsOn", [Stack.of(resource).get_logical_id(policy)])
+    policy = cast(CfnElement, role.node.find_child("DefaultPolicy").node.default_child)
+    cfn_resource = cast(CfnResource, resource.node.default_child)
+    cfn_resource.add_override("DependsOn", [Stack.of(resource).get_logical_id(policy)])

@@ -47,7 +47,10 @@ def endpoint_name(
     if instance_pools is not None:
         instance_type = instance_pools[0]
     if instance_type is not None:
-        family, size = INSTANCE_TYPE_PATTERN.match(instance_type).groups()
+        match = INSTANCE_TYPE_PATTERN.match(instance_type)
+        if match is None:
+            raise ValueError(f"not a SageMaker instance type: {instance_type!r}")
+        family, size = match.groups()
         name = f"{prefix}-{family}-{size}"
     if instance_pools is not None:
         name += "-" + hashlib.sha256(",".join(instance_pools).encode()).hexdigest()[:8]

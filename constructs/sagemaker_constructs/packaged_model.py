@@ -10,7 +10,7 @@ from constructs import Construct
 
 from .nag import skip_checkov
 from .registry import ModelRegistry
-from .settings import ModelVersion
+from .settings import CURRENT_VERSION, ModelVersion
 
 InferenceMode = Literal["realtime", "async", "serverless", "batch"]
 
@@ -42,7 +42,7 @@ class PackagedModel(Construct):
         role: iam.IRole,
         mode: InferenceMode,
         instance_type: str | None,
-        version: ModelVersion = ModelVersion(),
+        version: ModelVersion = CURRENT_VERSION,
     ) -> None:
         super().__init__(scope, construct_id)
         self.mode = mode

@@ -105,13 +105,14 @@ class RealtimeEndpoint(InferenceEndpoint):
         """Metrics of every variant (the shadow's too, for the dashboard) and alarms on each
         production variant; a deployment rolls back on any production variant's rollback alarms.
         The shadow is not alarmed: callers never get its answers."""
+        self.variant_alarms: dict[str, EndpointAlarms]
         if self.variant_names == [VARIANT_NAME]:
             self._monitor("realtime", monitoring, alarm_topic, self.instance_types)
             self.variant_alarms = {} if self.alarms is None else {VARIANT_NAME: self.alarms}
         else:
             self.metrics = EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime")
             self.alarms = None
-            self.variant_alarms: dict[str, EndpointAlarms] = {}
+            self.variant_alarms = {}
             if monitoring is not None and monitoring.enabled:
                 for name in self.variant_names:
                     self.variant_alarms[name] = EndpointAlarms(

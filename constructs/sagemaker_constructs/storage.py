@@ -1,5 +1,7 @@
 """Encrypted storage every mode writes into: one KMS key, the artifacts bucket and its access-log bucket."""
 
+from typing import cast
+
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -98,7 +100,7 @@ class ArtifactStore(Construct):
         Set on the bucket resource itself: the L2 `event_bridge_enabled` goes through a
         notifications custom resource (a Lambda function) for what is one property.
         """
-        cfn_bucket = self.bucket.node.default_child
+        cfn_bucket = cast(s3.CfnBucket, self.bucket.node.default_child)
         cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
             event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
                 event_bridge_enabled=True

@@ -194,11 +194,13 @@ def test_job_never_started_times_out_naming_the_batch(deployed, tmp_path, capsys
         ),
         (
             "ends-",
-            "error: batch id 'ends-' may only hold letters, digits and '-', and must end with a letter or digit\n",
+            "error: batch id 'ends-' may only hold letters, digits and '-', and must end with a letter or "
+            "digit\n",
         ),
         (
             "x" * 50,
-            f"error: batch id '{'x' * 50}' is too long: {JOB_NAME_PREFIX}{'x' * 50} must be at most 63 characters (at most 46 for the id)\n",
+            f"error: batch id '{'x' * 50}' is too long: {JOB_NAME_PREFIX}{'x' * 50} must be at most 63 "
+            "characters (at most 46 for the id)\n",
         ),
     ],
 )

@@ -31,7 +31,7 @@ def states(synth) -> dict:
 def role_statements(synth, role_prefix: str) -> dict[str, dict]:
     """action -> statement of the role whose logical id starts with `role_prefix` (one each)."""
     found = {}
-    for logical_id, policy in synth.resources("batch", "AWS::IAM::Policy").items():
+    for policy in synth.resources("batch", "AWS::IAM::Policy").values():
         if any(flatten(role).startswith(f"<{role_prefix}") for role in policy["Properties"]["Roles"]):
             for statement in statements(policy["Properties"]["PolicyDocument"]):
                 for action in as_list(statement["Action"]):

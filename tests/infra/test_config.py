@@ -112,7 +112,8 @@ def test_model_data_that_is_neither_a_local_tarball_nor_an_s3_uri(tmp_path, data
     problem(
         tmp_path,
         {"model": {"data": data}},
-        f"model.data: must be an s3://bucket/key URI or the path of an existing local .tar.gz file (got {data!r})",
+        "model.data: must be an s3://bucket/key URI or the path of an existing local .tar.gz file "
+        f"(got {data!r})",
     )
 
 
@@ -160,8 +161,8 @@ def test_provisioned_concurrency_scaling_stays_within_max_concurrency(tmp_path):
                 "provisioned_concurrency_scaling": {"max_capacity": 6},
             }
         },
-        "serverless.provisioned_concurrency_scaling.max_capacity: must be between provisioned_concurrency (2) "
-        "and max_concurrency (5) (got 6)",
+        "serverless.provisioned_concurrency_scaling.max_capacity: must be between "
+        "provisioned_concurrency (2) and max_concurrency (5) (got 6)",
     )
 
 
@@ -248,7 +249,8 @@ def test_approval_status_names_allowed_values(tmp_path):
     problem(
         tmp_path,
         {"model": {"approval_status": "Yes"}},
-        "model.approval_status: Input should be 'Approved', 'PendingManualApproval' or 'Rejected' (got 'Yes')",
+        "model.approval_status: Input should be 'Approved', 'PendingManualApproval' or 'Rejected' "
+        "(got 'Yes')",
     )
 
 

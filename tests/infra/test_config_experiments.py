@@ -72,7 +72,8 @@ def test_inference_components_refuse_data_capture(tmp_path):
         (
             "ml.g5.xlarge",
             {"accelerators": 2},
-            "realtime.inference_components.accelerators: must be at most 1, the GPUs of one ml.g5.xlarge (got 2)",
+            "realtime.inference_components.accelerators: must be at most "
+            "1, the GPUs of one ml.g5.xlarge (got 2)",
         ),
         (
             "ml.g5.12xlarge",
@@ -89,12 +90,14 @@ def test_inference_components_refuse_data_capture(tmp_path):
         (
             "ml.m5.xlarge",
             {"accelerators": 1},
-            "realtime.inference_components.accelerators: must be at most 0, the GPUs of one ml.m5.xlarge (got 1)",
+            "realtime.inference_components.accelerators: must be at most "
+            "0, the GPUs of one ml.m5.xlarge (got 1)",
         ),
         (
             "ml.g5.xlarge",
             {"cpu_cores": 8},
-            "realtime.inference_components.cpu_cores: must be at most 4, the vCPUs of one ml.g5.xlarge (got 8.0)",
+            "realtime.inference_components.cpu_cores: must be at most 4, the vCPUs of one ml.g5.xlarge "
+            "(got 8.0)",
         ),
         (
             "ml.g4dn.xlarge",
@@ -259,7 +262,8 @@ def test_the_shadow_name_differs_from_the_production_variant(tmp_path):
     problem(
         tmp_path,
         {"realtime": {"shadow": {"name": "AllTraffic"}}},
-        "realtime.shadow.name: must differ from the production variant names ['AllTraffic'] (got 'AllTraffic')",
+        "realtime.shadow.name: must differ from the production variant names ['AllTraffic'] "
+        "(got 'AllTraffic')",
     )
 
 

@@ -51,7 +51,8 @@ const github = {
   rest: { issues: {
     listComments: "listComments",
     createComment: async ({ issue_number, body }) => {
-      calls.push("create"); state.comments.push({ id: next++, issue: issue_number, body, user: { type: "Bot" } });
+      calls.push("create");
+      state.comments.push({ id: next++, issue: issue_number, body, user: { type: "Bot" } });
     },
     updateComment: async ({ comment_id, body }) => {
       calls.push(`update ${comment_id}`); state.comments.find((c) => c.id === comment_id).body = body;

@@ -156,7 +156,8 @@ def run(
                 )
             time.sleep(poll_s)
     if status != "Completed":
-        reason = job.get("FailureReason", "no reason given")
+        # A finished status comes from a described job: `job` is set here.
+        reason = (job or {}).get("FailureReason", "no reason given")
         raise CliError(f"transform job {job_name} {status}: {reason}")
 
     failures: dict[Path, str] = {}

@@ -189,6 +189,7 @@ def run(
             )
             note(f"packaged {tarball.stat().st_size} bytes")
             model = str(tarball)
+        assert model is not None  # exactly one of a model and packaging flags was given (above)
         if not model.startswith("s3://"):
             tarball = Path(model)
             if tarball.is_dir():
@@ -200,7 +201,7 @@ def run(
             validate.check_tarball(
                 tarball, container_dir=container_dir, python=packager_python, skip=ignore_check
             )
-        shared = None if (bucket and group) else aws.stack_outputs(outputs.SHARED)
+        shared = {} if (bucket and group) else aws.stack_outputs(outputs.SHARED)
         group = group or shared[outputs.MODEL_PACKAGE_GROUP_NAME]
         latest = latest_version(aws, group)
         if model.startswith("s3://"):
