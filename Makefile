@@ -56,8 +56,9 @@ lint: $(VENV)/.installed
 test: install lint
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest
 
+# The CDK side alone: nothing here needs torch (tests marked needs_torch are deselected).
 test-infra: install
-	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest tests/infra
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest tests/infra -m "not needs_torch"
 
 test-container: install
 	$(PYTHON) -m pytest tests/container

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import d2sm_contract as contract
 from constructs import Construct
 from sagemaker_constructs.settings import AppConfig
 
@@ -26,7 +27,9 @@ class InferenceStacks:
 
 def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) -> InferenceStacks:
     """Shared stack `<name>-Shared` plus `<name>-Realtime|Async|Serverless|Batch` for enabled modes."""
-    shared = SharedModelStack(scope, f"{config.name}-Shared", config=config, container_dir=container_dir)
+    shared = SharedModelStack(
+        scope, contract.stack_name(config.name, contract.SHARED), config=config, container_dir=container_dir
+    )
     props = ModeStackProps(
         registry=shared.registry,
         role=shared.execution_role,
@@ -38,13 +41,18 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
     endpoints: dict[str, EndpointStack] = {}
     if config.realtime.enabled:
         endpoints["realtime"] = RealtimeStack(
-            scope, f"{config.name}-Realtime", props=props, config=config.realtime
+            scope, contract.stack_name(config.name, contract.REALTIME), props=props, config=config.realtime
         )
     if config.async_.enabled:
-        endpoints["async"] = AsyncStack(scope, f"{config.name}-Async", props=props, config=config.async_)
+        endpoints["async"] = AsyncStack(
+            scope, contract.stack_name(config.name, contract.ASYNC), props=props, config=config.async_
+        )
     if config.serverless.enabled:
         endpoints["serverless"] = ServerlessStack(
-            scope, f"{config.name}-Serverless", props=props, config=config.serverless
+            scope,
+            contract.stack_name(config.name, contract.SERVERLESS),
+            props=props,
+            config=config.serverless,
         )
     stacks.modes.update(endpoints)
     if shared.dashboard is not None:
@@ -60,7 +68,9 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
                 else:
                     shared.dashboard.add_endpoint(title, endpoint.metrics)
     if config.batch.enabled:
-        stacks.modes["batch"] = BatchStack(scope, f"{config.name}-Batch", props=props, config=config.batch)
+        stacks.modes["batch"] = BatchStack(
+            scope, contract.stack_name(config.name, contract.BATCH), props=props, config=config.batch
+        )
     for stack in stacks.modes.values():
         # The model package ARN arrives through SSM, which CloudFormation cannot see as a dependency.
         stack.add_stack_dependency(shared, "deploys the registered model version from the shared stack")

@@ -9,6 +9,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 
+import d2sm_contract as contract
 from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
@@ -105,7 +106,7 @@ def output_instance_pools(stack: Stack, config: InstanceModeConfig) -> None:
     if config.instance_pools is not None:
         CfnOutput(
             stack,
-            "InstancePools",
+            contract.INSTANCE_POOLS,
             value=",".join(config.instance_pools),
             description="Instance types of the variant, priority 1 first",
         )
@@ -114,7 +115,7 @@ def output_instance_pools(stack: Stack, config: InstanceModeConfig) -> None:
 def _output_endpoint_config_name(stack: Stack, endpoint: InferenceEndpoint) -> None:
     CfnOutput(
         stack,
-        "EndpointConfigName",
+        contract.ENDPOINT_CONFIG_NAME,
         value=endpoint.endpoint_config.attr_endpoint_config_name,
         description="The config this stack deployed; `d2sm verify` compares it with the endpoint's live one",
     )
@@ -149,11 +150,11 @@ class RealtimeStack(EndpointStack):
                 alarm_topic=alarm_topic,
             )
             self.endpoint = experiment
-            CfnOutput(self, "EndpointName", value=experiment.endpoint_name)
+            CfnOutput(self, contract.ENDPOINT_NAME, value=experiment.endpoint_name)
             _output_endpoint_config_name(self, experiment)
-            CfnOutput(self, "VariantNames", value=",".join(experiment.variant_names))
+            CfnOutput(self, contract.VARIANT_NAMES, value=",".join(experiment.variant_names))
             if experiment.shadow_variant_name is not None:
-                CfnOutput(self, "ShadowVariantName", value=experiment.shadow_variant_name)
+                CfnOutput(self, contract.SHADOW_VARIANT_NAME, value=experiment.shadow_variant_name)
             return
         model = self.packaged_model(
             "Model", mode="realtime", instance_type=config.primary_instance_type, version=config.model_version
@@ -171,7 +172,7 @@ class RealtimeStack(EndpointStack):
             self.endpoint = component
             CfnOutput(
                 self,
-                "InferenceComponentName",
+                contract.INFERENCE_COMPONENT_NAME,
                 value=component.inference_component_name,
                 description="Pass as InferenceComponentName to InvokeEndpoint",
             )
@@ -187,7 +188,7 @@ class RealtimeStack(EndpointStack):
                 monitoring=monitoring,
                 alarm_topic=alarm_topic,
             )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
         output_instance_pools(self, config)
 
@@ -215,14 +216,14 @@ class AsyncStack(EndpointStack):
             alarm_topic=props.alarm_topic,
             pool_models=self.pool_models(config, model, "async"),
         )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
         output_instance_pools(self, config)
-        CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
-        CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
-        CfnOutput(self, "FailureUri", value=self.endpoint.failure_uri)
-        CfnOutput(self, "SuccessTopicArn", value=self.endpoint.success_topic.topic_arn)
-        CfnOutput(self, "ErrorTopicArn", value=self.endpoint.error_topic.topic_arn)
+        CfnOutput(self, contract.ASYNC_INPUT_URI, value=self.endpoint.input_uri)
+        CfnOutput(self, contract.ASYNC_OUTPUT_URI, value=self.endpoint.output_uri)
+        CfnOutput(self, contract.ASYNC_FAILURE_URI, value=self.endpoint.failure_uri)
+        CfnOutput(self, contract.ASYNC_SUCCESS_TOPIC_ARN, value=self.endpoint.success_topic.topic_arn)
+        CfnOutput(self, contract.ASYNC_ERROR_TOPIC_ARN, value=self.endpoint.error_topic.topic_arn)
 
 
 class ServerlessStack(EndpointStack):
@@ -248,7 +249,7 @@ class ServerlessStack(EndpointStack):
             monitoring=props.monitoring,
             alarm_topic=props.alarm_topic,
         )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
 
 
@@ -283,13 +284,13 @@ class BatchStack(ModeStack):
             job_name_prefix=f"{self.stack_name.lower()}-",
         )
         pipeline = self.pipeline
-        CfnOutput(self, "ModelName", value=model.model_name)
-        CfnOutput(self, "InstanceType", value=config.instance_type)
+        CfnOutput(self, contract.BATCH_MODEL_NAME, value=model.model_name)
+        CfnOutput(self, contract.BATCH_INSTANCE_TYPE, value=config.instance_type)
         if is_gpu(config.instance_type):
-            CfnOutput(self, "TransformAmiVersion", value=config.transform_ami_version)
-        CfnOutput(self, "JobNamePrefix", value=pipeline.job_name_prefix)
-        CfnOutput(self, "SubmitUri", value=pipeline.submit_uri)
-        CfnOutput(self, "InputUri", value=pipeline.input_uri)
-        CfnOutput(self, "OutputUri", value=pipeline.output_uri)
-        CfnOutput(self, "NotificationTopicArn", value=pipeline.topic.topic_arn)
-        CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
+            CfnOutput(self, contract.BATCH_TRANSFORM_AMI_VERSION, value=config.transform_ami_version)
+        CfnOutput(self, contract.BATCH_JOB_NAME_PREFIX, value=pipeline.job_name_prefix)
+        CfnOutput(self, contract.BATCH_SUBMIT_URI, value=pipeline.submit_uri)
+        CfnOutput(self, contract.BATCH_INPUT_URI, value=pipeline.input_uri)
+        CfnOutput(self, contract.BATCH_OUTPUT_URI, value=pipeline.output_uri)
+        CfnOutput(self, contract.BATCH_NOTIFICATION_TOPIC_ARN, value=pipeline.topic.topic_arn)
+        CfnOutput(self, contract.BATCH_STATE_MACHINE_ARN, value=pipeline.state_machine.state_machine_arn)

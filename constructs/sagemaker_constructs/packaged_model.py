@@ -7,6 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 
 from constructs import Construct
+from d2sm_contract import INFERENCE_MODE_ENV
 
 from .nag import skip_checkov
 from .registry import ModelRegistry
@@ -58,7 +59,7 @@ class PackagedModel(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=registry.package_arn_for(self, version),
                 inference_specification_name=self.specification,
-                environment={"INFERENCE_MODE": mode},
+                environment={INFERENCE_MODE_ENV: mode},
             ),
         )
         # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLIENT_SRC, d2sm, detections, photo
 from .fake_server import FakeServer
+from .helpers import CLIENT_SRC, d2sm, detections, photo
 
 
 @pytest.fixture

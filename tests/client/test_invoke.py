@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from moto.sagemaker.models import sagemaker_backends
 
-from .conftest import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object, photo
+from .helpers import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object, photo
 
 
 def test_one_image_realtime_saves_the_result_beside_it(deployed, tmp_path, capsys):
@@ -256,7 +256,7 @@ def test_inference_component_and_target_variant_reach_the_request(deployed, thro
 def test_inference_component_defaults_to_the_stack_output(deployed, throttling, tmp_path, capsys):
     import boto3
 
-    from .conftest import stack
+    from .helpers import stack
 
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     cloudformation.delete_stack(StackName="Detectron2-Realtime")

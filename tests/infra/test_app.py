@@ -11,12 +11,10 @@ from aws_cdk import cx_api
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, SHIPPED_ENVIRONMENTS, cdk_app, cdk_json_context, synthesize
 
 from .cfn import flatten
-from .conftest import REPO_ROOT, cdk_app, cdk_json_context, synthesize
 
-# Every config/<env>.json the repository ships, as the "available" list names them.
-SHIPPED_ENVIRONMENTS = sorted(path.stem for path in (REPO_ROOT / "config").glob("*.json"))
 MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless"]
 
 

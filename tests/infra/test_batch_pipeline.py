@@ -8,10 +8,10 @@ import pytest
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, cdk_json_context
 
 from .cfn import as_list, flatten, statements
-from .conftest import REPO_ROOT, cdk_json_context
-from .test_config import problem
+from .config_helpers import problem
 
 BUCKET = "<Detectron2-Shared:PublishOutputRefArtifactsBucket88671897B2274564>"
 BUCKET_ARN = "<Detectron2-Shared:PublishOutputFnGetAttArtifactsBucket88671897Arn8A95CC21>"

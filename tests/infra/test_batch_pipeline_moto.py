@@ -22,10 +22,10 @@ import pytest
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, cdk_json_context
 
 from . import batch_moto
 from .batch_moto import ACCOUNT, REGION, s3_object_created_event, states_entered, wait_for_execution
-from .conftest import REPO_ROOT, cdk_json_context
 
 BUCKET = "detectron2-artifacts"
 MODEL_NAME = "Model-batch-0123"

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, synthesize
-from .test_app import SHIPPED_ENVIRONMENTS
+from tests.synthesis import REPO_ROOT, SHIPPED_ENVIRONMENTS
 
 
 def checkov_executable() -> str | None:
@@ -39,13 +38,9 @@ SKIPPED = {
 
 
 @pytest.fixture(scope="module")
-def outdirs(synth, prod_synth, tmp_path_factory) -> dict[str, Path]:
+def outdirs(shipped) -> dict[str, Path]:
     """The cloud assembly of the default configuration and of each config/<env>.json."""
-    found = {"default": synth.outdir, "prod": prod_synth.outdir}
-    for env in SHIPPED_ENVIRONMENTS:
-        if env not in found:
-            found[env] = synthesize(tmp_path_factory.mktemp(f"cdk.out.checkov-{env}"), env=env).outdir
-    return found
+    return {"default": shipped(None).outdir, **{env: shipped(env).outdir for env in SHIPPED_ENVIRONMENTS}}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Configuration: defaults, overrides, and the exact message each invalid value produces."""
 
-import json
 import re
 import tarfile
 from pathlib import Path
@@ -13,20 +12,9 @@ from sagemaker_constructs.settings import (
     ConfigError,
     load_config,
 )
+from tests.synthesis import REPO_ROOT
 
-from .conftest import REPO_ROOT
-
-
-def load(tmp_path: Path, overrides: dict | None = None, *, model_data: str | None = None) -> AppConfig:
-    """GIVEN `overrides` as config/test.json WHEN the app loads `-c env=test` (and model_data)."""
-    (tmp_path / "test.json").write_text(json.dumps(overrides or {}))
-    return load_config(env="test", model_data=model_data, config_dir=tmp_path, base_dir=tmp_path)
-
-
-def problem(tmp_path: Path, overrides: dict, message: str) -> None:
-    """THEN synthesis stops with `message` as one of the listed problems."""
-    with pytest.raises(ConfigError, match=f"\n  - {re.escape(message)}(\n|$)"):
-        load(tmp_path, overrides)
+from .config_helpers import load, problem
 
 
 def test_defaults_synthesize_anywhere_and_match_the_documented_values():

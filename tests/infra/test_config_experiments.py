@@ -5,7 +5,7 @@ import pytest
 
 from sagemaker_constructs.settings import ConfigError
 
-from .test_config import load, problem
+from .config_helpers import load, problem
 
 NO_INSTANCE_SCALING = {"scaling": None}
 

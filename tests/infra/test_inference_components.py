@@ -9,19 +9,18 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from sagemaker_constructs import InferenceComponentEndpoint
 from sagemaker_constructs.inference_component import INITIAL_COPY_COUNT
 from sagemaker_constructs.settings import MonitoringConfig, RealtimeConfig
+from tests.synthesis import redact_image_hashes
 
 from .cfn import flatten, logical_id
-from .conftest import synthesize
 from .test_constructs import caller_statements, model_named
-from .test_snapshots import redact_image_hashes
 from .test_templates import SERVICE_LINKED_ROLE
 
 GPU_AMI = RealtimeConfig().inference_ami_version
 
 
 @pytest.fixture(scope="module")
-def s2z(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.scale-to-zero"), env="scale-to-zero")
+def s2z(shipped):
+    return shipped("scale-to-zero")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from d2sm_contract import BATCH_SUMMARY_OBJECT
+
 from . import outputs as names
 from .async_invoke import object_body
 from .aws import Aws, as_cli_error, aws_errors, split_s3_uri
@@ -23,7 +25,7 @@ from .progress import bar, emit, note, summarize
 # The convention's characters; SageMaker job names must also end with a letter or digit.
 BATCH_ID = re.compile(r"^[a-zA-Z0-9-]*[a-zA-Z0-9]$")
 MAX_JOB_NAME = 63
-SUMMARY_OBJECT = "_summary.json"
+SUMMARY_OBJECT = BATCH_SUMMARY_OBJECT
 FINISHED = {"Completed", "Failed", "Stopped"}
 
 

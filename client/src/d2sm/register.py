@@ -20,12 +20,13 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from d2sm_contract import MODELS_PREFIX
+
 from . import outputs, validate
 from .aws import Aws, as_cli_error, aws_errors, error_code, split_s3_uri
 from .errors import CliError
 from .progress import emit, note
 
-MODELS_PREFIX = "models"
 # Container fields that describe the old model data; the new version gets its own ModelDataUrl.
 MODEL_DATA_FIELDS = ("ModelDataUrl", "ModelDataSource", "ModelDataETag")
 # SageMaker has no built-in model package waiter; botocore builds one from this model.

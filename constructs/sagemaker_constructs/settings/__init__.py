@@ -19,6 +19,8 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from d2sm_contract import DEFAULT_APP_NAME
+
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
 from .capture import DataCaptureConfig
@@ -52,7 +54,7 @@ ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 class AppConfig(Section):
     name: Annotated[str, matching(STACK_PREFIX, "a letter then up to 39 letters, digits or hyphens")] = (
-        "Detectron2"
+        DEFAULT_APP_NAME
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
