@@ -6,7 +6,6 @@ fixture in tests/conftest.py); synth output goes to pytest's tmp dirs, never int
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,19 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_app_module():
-    # app.py is a script at the repo root; load it by path so no other `app` module can win.
-    spec = importlib.util.spec_from_file_location("cdk_app", REPO_ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Loaded before anything imports aws_cdk: app.py is the one place that silences jsii's Node 20 banner.
-cdk_app = _load_app_module()
+cdk_app = load_script("cdk_app", REPO_ROOT / "app.py")
 
 import aws_cdk as cdk  # noqa: E402
 from aws_cdk import cx_api  # noqa: E402

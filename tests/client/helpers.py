@@ -54,7 +54,8 @@ def accept_binary_invocations() -> None:
         if isinstance(self.body, bytes):
             self.body = self.body.decode("latin-1")
 
-    SageMakerRuntimeResponse.setup_class = setup_class
+    # Patching moto on purpose (mypy refuses any assignment to a method).
+    SageMakerRuntimeResponse.setup_class = setup_class  # type: ignore[method-assign]
 
 
 def serialize_canned_answers() -> None:
@@ -69,7 +70,7 @@ def serialize_canned_answers() -> None:
         with lock:
             return original(self, endpoint_name, unique_repr)
 
-    SageMakerRuntimeBackend.invoke_endpoint = invoke_endpoint
+    SageMakerRuntimeBackend.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]  # as above
 
 
 def stack(cloudformation, name: str, outputs: dict[str, object], resources: dict | None = None) -> None:
@@ -97,7 +98,7 @@ class Deployment:
 
     def canned_results(self, bodies: list[str]) -> None:
         """Queue InvokeEndpoint answers: each distinct request takes the next one."""
-        results = [
+        results: list[dict[str, str]] = [
             {"Body": body, "ContentType": "application/json", "InvokedProductionVariant": "AllTraffic"}
             for body in bodies
         ]
@@ -107,7 +108,9 @@ class Deployment:
         response.raise_for_status()
 
     def canned_async_results(self, results: list[tuple[bool, str]]) -> None:
-        body = {"results": [{"is_failure": failed, "data": data} for failed, data in results]}
+        body: dict[str, list] = {
+            "results": [{"is_failure": failed, "data": data} for failed, data in results]
+        }
         requests.post(
             f"{self.url}/moto-api/static/sagemaker/async-endpoint-results", json=body, timeout=10
         ).raise_for_status()
@@ -278,7 +281,7 @@ class Run:
     err: str
 
 
-def d2sm(capsys: pytest.CaptureFixture, *args: str) -> Run:
+def d2sm(capsys: pytest.CaptureFixture, *args: str | Path) -> Run:
     """The console script's entry point in this process (so tests can reach into moto's backends)."""
     capsys.readouterr()
     code = main([str(a) for a in args])
@@ -286,7 +289,9 @@ def d2sm(capsys: pytest.CaptureFixture, *args: str) -> Run:
     return Run(code, captured.out, captured.err)
 
 
-def d2sm_process(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+def d2sm_process(
+    *args: str | Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """The installed `d2sm` console script as a separate process."""
     script = Path(sys.executable).with_name("d2sm")
     env = {**env, "PYTHONPATH": str(CLIENT_SRC)}

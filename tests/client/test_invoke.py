@@ -201,7 +201,7 @@ def test_throttled_after_every_retry_is_one_line(deployed, throttling, tmp_path,
 def model_error(status: int, retry_after_s: int | None = 0) -> tuple[int, str, dict]:
     """What InvokeEndpoint answers when the container answered `status`: ModelError (424) carrying
     the container's status and body."""
-    error = {"code": "overloaded", "message": "the queue is full", "request_id": "r1"}
+    error: dict[str, object] = {"code": "overloaded", "message": "the queue is full", "request_id": "r1"}
     if retry_after_s is not None:
         error["retry_after_s"] = retry_after_s
     return (

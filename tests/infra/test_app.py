@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 import tarfile
+from typing import cast
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import cx_api
 
 from sagemaker_constructs.settings import AppConfig
@@ -55,7 +57,7 @@ def test_a_disabled_mode_has_no_stack_and_no_permissions(tmp_path):
     }
     role_policy = json.dumps(
         stacks.shared.resolve(
-            stacks.shared.execution_role.node.find_child("DefaultPolicy").document.to_json()
+            cast(iam.Policy, stacks.shared.execution_role.node.find_child("DefaultPolicy")).document.to_json()
         )
     )
     assert "async/input/*" in role_policy and "batch/" not in role_policy

@@ -23,9 +23,12 @@ def checkov_executable() -> str | None:
 
 
 CHECKOV = checkov_executable()
-pytestmark = pytest.mark.skipif(
-    CHECKOV is None, reason="checkov is not installed: `make install` creates .venv-checkov"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHECKOV is None, reason="checkov is not installed: `make install` creates .venv-checkov"
+    ),
+]
 
 # What each skip is for (its reason is on the resource): check id, template, logical id prefix.
 SKIPPED = {
@@ -48,6 +51,7 @@ def report(outdirs) -> dict[str, dict]:
     """checkov's JSON report per configuration (one run over every assembly)."""
     results = {}
     for name, outdir in outdirs.items():
+        assert CHECKOV is not None  # the module is skipped without it
         completed = subprocess.run(
             [CHECKOV, "--directory", str(outdir), "--framework", "cloudformation", "--output", "json"],
             capture_output=True,

@@ -24,6 +24,7 @@ def test_defaults_synthesize_anywhere_and_match_the_documented_values():
     assert config.model.approval_status == "Approved"
     assert config.package_group_name == "detectron2-mask-rcnn"
     assert (config.realtime.instance_type, config.realtime.initial_instance_count) == ("ml.g5.xlarge", 1)
+    assert config.realtime.scaling is not None and config.async_.scaling is not None
     assert (config.realtime.scaling.min_capacity, config.realtime.scaling.max_capacity) == (1, 2)
     assert config.realtime.scaling.target_invocations_per_instance == 100
     assert config.async_.instance_type == "ml.g5.xlarge"
@@ -174,7 +175,8 @@ def test_realtime_variant_cannot_scale_to_zero(tmp_path):
 
 
 def test_async_may_scale_to_zero(tmp_path):
-    assert load(tmp_path, {"async": {"scaling": {"min_capacity": 0}}}).async_.scaling.min_capacity == 0
+    scaling = load(tmp_path, {"async": {"scaling": {"min_capacity": 0}}}).async_.scaling
+    assert scaling is not None and scaling.min_capacity == 0
 
 
 @pytest.mark.parametrize("mode", ["realtime", "async"])

@@ -19,6 +19,7 @@ def test_inference_components_are_off_by_default_and_fit_a_g5_xlarge_when_on(tmp
 
     config = load(tmp_path, components()).realtime.inference_components
 
+    assert config is not None and config.scaling is not None
     assert (config.accelerators, config.cpu_cores, config.memory_mb) == (1, 2.0, 8192)
     assert (config.max_instance_count, config.scaling.min_copies, config.scaling.max_copies) == (2, 0, 2)
     assert config.scaling.metric == "invocations_per_copy" and config.scaling.target == 100
@@ -274,6 +275,7 @@ def test_shadow_weight_is_the_sampled_share_of_the_production_weight(tmp_path):
     ).realtime
 
     shadow = config.shadow_variant()
+    assert shadow is not None
     assert (shadow.name, shadow.weight, shadow.scaling) == ("Shadow", 0.5, None)
 
 
@@ -322,6 +324,7 @@ def test_variant_and_shadow_pins_must_be_versions_of_this_group(tmp_path):
 def test_data_capture_defaults(tmp_path):
     capture = load(tmp_path, {"realtime": {"data_capture": {}}}).realtime.data_capture
 
+    assert capture is not None
     assert (capture.sampling_percentage, capture.capture_modes, capture.expiry_days) == (
         10,
         ["Input", "Output"],

@@ -172,6 +172,7 @@ def test_two_or_more_copies_roll_one_at_a_time_and_roll_back_on_alarms_sagemaker
         "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
         "WaitIntervalInSeconds": 300,
     }
+    assert endpoint.alarms is not None
     assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
         {"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback
     ]
@@ -305,7 +306,9 @@ def component_endpoint(
 
 
 def endpoint_role(stack: cdk.Stack) -> iam.Role:
-    return stack.node.find_child("Execution")
+    role = stack.node.find_child("Execution")
+    assert isinstance(role, iam.Role)
+    return role
 
 
 def resources_of(stack: cdk.Stack, resource_type: str) -> list[dict]:

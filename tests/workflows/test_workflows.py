@@ -25,8 +25,10 @@ def test_there_are_workflows_for_pull_requests_and_deploys():
 
 def test_workflows_match_the_github_workflow_schema():
     """check-jsonschema's vendored SchemaStore schema: runs offline, catches misspelt keys."""
+    checker = tool("check-jsonschema")
+    assert checker is not None, "check-jsonschema is missing: make install (requirements-dev.txt) installs it"
     result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+        [checker, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
         capture_output=True,
         text=True,
     )
