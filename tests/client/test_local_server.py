@@ -158,7 +158,6 @@ def test_ctrl_c_stops_the_server_gracefully(served):
         requests.get(f"{url}/ping", timeout=5)
 
 
-@pytest.mark.needs_torch
 @pytest.mark.parametrize(
     ("make", "message"),
     [
