@@ -5,6 +5,7 @@ faults and kernel time each request costs the server, and its RSS."""
 from __future__ import annotations
 
 import argparse
+import functools
 
 import requests
 
@@ -48,7 +49,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             latencies: dict[str, list[float]] = {policy: [] for policy in POLICIES}
             for _ in range(options.pairs):
                 for policy in POLICIES:
-                    latencies[policy].append(timed(lambda policy=policy: invoke(policy)))
+                    latencies[policy].append(timed(functools.partial(invoke, policy)))
             after = {policy: process_counters(servers[policy]) for policy in POLICIES}
         finally:
             for server in servers.values():

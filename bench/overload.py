@@ -336,7 +336,7 @@ def compare(reference, candidate) -> tuple[list[float], list[float], list[float]
     )
     box, score, mask, used = [], [], [], set()
     for i in range(len(reference)):
-        order = np.argsort(-ious[i]) if ious.size else []
+        order: list[int] = np.argsort(-ious[i]).tolist() if ious.size else []
         for j in order:
             if j in used or candidate.classes[j] != reference.classes[i] or ious[i, j] < 0.5:
                 continue
@@ -389,8 +389,11 @@ def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
             torch.cuda.synchronize()
         return result
 
-    timings = {False: [], True: []}
-    box, score, mask, unmatched, instances = [], [], [], 0, 0
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    box: list[float] = []
+    score: list[float] = []
+    mask: list[float] = []
+    unmatched, instances = 0, 0
     for image in decoded:
         run(False, image), run(True, image)  # warm-up (cuDNN autotuning) for both
         for _ in range(args.gpu_repeats):
