@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CDK := npx --no-install cdk
 
-.PHONY: install install-synth synth test test-infra test-container bench lint-templates clean
+.PHONY: install install-synth synth lint test test-infra test-container bench lint-templates clean
 
 # Everything the tests need (torch, the serving package's dependencies, the test tools).
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.package-lock.json
@@ -17,17 +17,21 @@ install: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.package-loc
 install-synth: $(VENV)/.installed-synth node_modules/.package-lock.json
 
 # pip -qq: errors only (pip configs that list missing index folders warn once per package).
-$(VENV)/.installed-synth: requirements.txt
+# The app itself is a package (pyproject.toml): installed editable, so app.py and the tests import
+# `stacks` and `sagemaker_constructs` from this tree without any sys.path patch.
+$(VENV)/.installed-synth: requirements.txt pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements.txt
+	$(PIP) install -qq -e .
 	touch $@
 
 # requirements-dev.txt includes requirements.txt, so a full install also satisfies synth.
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-docs.txt container/requirements.txt client/requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-docs.txt container/requirements.txt client/requirements.txt client/pyproject.toml pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 	$(PIP) install -qq -r requirements-dev.txt
+	$(PIP) install -qq -e .
 	$(PIP) install -qq -e client
 	touch $@ $(VENV)/.installed-synth
 
@@ -43,11 +47,18 @@ node_modules/.package-lock.json: package.json package-lock.json
 synth: install-synth
 	$(CDK) synth --quiet
 
-test: install
+# Style, lint and types, with zero findings (configured in pyproject.toml); pre-commit runs the same.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest
 
+# The CDK side alone: nothing here needs torch (tests marked needs_torch are deselected).
 test-infra: install
-	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest tests/infra
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(PYTHON) -m pytest tests/infra -m "not needs_torch"
 
 test-container: install
 	$(PYTHON) -m pytest tests/container
@@ -73,7 +84,7 @@ diff: install-synth
 # (a dead link or a page missing from the nav fails). `make test` runs the same build (tests/docs).
 .PHONY: docs docs-serve
 docs: $(VENV)/.installed
-	PYTHONPATH=constructs:container $(PYTHON) scripts/generate_docs.py
+	PYTHONPATH=container $(PYTHON) scripts/generate_docs.py
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
 
 docs-serve: $(VENV)/.installed

@@ -9,19 +9,16 @@ from pathlib import Path
 # too so `npx cdk ...` run outside make stays quiet.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-REPO_ROOT = Path(__file__).resolve().parent
-# `constructs/` is a plain folder (no __init__.py) holding the `sagemaker_constructs` package: a
-# package named `constructs` here would shadow the constructs library (aws/aws-cdk#19301).
-CONSTRUCTS_DIR = str(REPO_ROOT / "constructs")
-if CONSTRUCTS_DIR not in sys.path:
-    sys.path.insert(0, CONSTRUCTS_DIR)
-
+# E402 below: these imports start jsii, so they must follow the setdefault above. `stacks` and
+# `sagemaker_constructs` come from this repository's package (pyproject.toml), installed editable by
+# `make install` / `make install-synth`.
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from sagemaker_constructs.settings import ConfigError, load_config  # noqa: E402
 from stacks import InferenceStacks, build_stacks  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = REPO_ROOT / "config"
 CONTAINER_DIR = REPO_ROOT / "container"
 

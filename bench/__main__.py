@@ -129,7 +129,8 @@ def run(backends: list[Backend], missing: list[str], options: argparse.Namespace
             print(f"## Overload and model copies: {backend.name}\n", flush=True)
             overload.tables(backend.model_dir, backend.photo, options)
     print(
-        f"- machine at the end: load average {os.getloadavg()[0]:.1f}; whole run {time.perf_counter() - started:.0f} s"
+        f"- machine at the end: load average {os.getloadavg()[0]:.1f}; "
+        f"whole run {time.perf_counter() - started:.0f} s"
     )
 
 

@@ -129,7 +129,10 @@ class Server:
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        if found is None:
+            raise RuntimeError(f"no VmRSS in /proc/{self.process.pid}/status")
+        return int(found.group(1)) / 1024
 
     def _stat(self) -> list[str]:
         """The fields of /proc/PID/stat after the command name, so fields[7] is minflt (man proc)."""

@@ -50,20 +50,23 @@ class DirectPredictor:
                 cwd=REPO_ROOT,
                 text=True,
             )
+        # Both pipes exist: Popen was given PIPE for each.
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
         self._expect("ready")
 
     def _expect(self, word: str) -> None:
-        line = self.process.stdout.readline().strip()
+        line = self.stdout.readline().strip()
         if line != word:
             raise SystemExit(f"bench.direct answered {line!r} instead of {word!r}; see its log")
 
     def __call__(self) -> None:
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
+        self.stdin.write("go\n")
+        self.stdin.flush()
         self._expect("done")
 
     def stop(self) -> None:
-        self.process.stdin.close()
+        self.stdin.close()
         self.process.wait(timeout=60)
 
 

@@ -42,10 +42,11 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
     for backend in backends:
         detections, names = backend.detections, backend.predictor.class_names
 
-        def before() -> bytes:
+        # Bound as defaults: each closure is the loop's current backend (B023).
+        def before(detections=detections, names=names) -> bytes:
             return codecs.encode_json(full_image_document(detections, names, request_options))
 
-        def after() -> bytes:
+        def after(detections=detections, names=names) -> bytes:
             return codecs.encode_json(codecs.detections_document(detections, names, request_options))
 
         same = before() == after()

@@ -5,6 +5,7 @@ faults and kernel time each request costs the server, and its RSS."""
 from __future__ import annotations
 
 import argparse
+import functools
 
 import requests
 
@@ -39,7 +40,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         try:
             sessions = {policy: requests.Session() for policy in POLICIES}
 
-            def invoke(policy: str) -> None:
+            def invoke(policy: str, servers=servers, sessions=sessions, backend=backend) -> None:
                 servers[policy].invoke(backend.jpeg, sessions[policy]).raise_for_status()
 
             for policy in POLICIES:
@@ -48,7 +49,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             latencies: dict[str, list[float]] = {policy: [] for policy in POLICIES}
             for _ in range(options.pairs):
                 for policy in POLICIES:
-                    latencies[policy].append(timed(lambda policy=policy: invoke(policy)))
+                    latencies[policy].append(timed(functools.partial(invoke, policy)))
             after = {policy: process_counters(servers[policy]) for policy in POLICIES}
         finally:
             for server in servers.values():

@@ -160,7 +160,10 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
     model_s = [float(record[2]) for record in records]
     starts = [float(record[1]) for record in records]
     # Model idle between one inference's end and the next one's start, while requests were waiting.
-    gaps = [b - (a + m + args.extra_inference_s) for a, m, b in zip(starts, model_s, starts[1:])]
+    # starts[1:] is one shorter: the last inference has no successor (strict=False on purpose).
+    gaps = [
+        b - (a + m + args.extra_inference_s) for a, m, b in zip(starts, model_s, starts[1:], strict=False)
+    ]
     answered_ids = {r[3] for r in ok}
     wasted = [request for request in computed if request not in answered_ids]
     goodput = len(ok) / run_s
@@ -191,7 +194,8 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
             "refused 503 overloaded (share), latency p50 / p99 / max",
             f"{len(refused)} ({len(refused) / max(len(results), 1):.0%}), "
             + (
-                f"{percentile([r[2] for r in refused], 50) * 1000:.0f} / {percentile([r[2] for r in refused], 99) * 1000:.0f} / "
+                f"{percentile([r[2] for r in refused], 50) * 1000:.0f} / "
+                f"{percentile([r[2] for r in refused], 99) * 1000:.0f} / "
                 f"{max(r[2] for r in refused) * 1000:.0f} ms"
                 if refused
                 else "-"
@@ -209,7 +213,8 @@ def overload(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         ("server log: requests dropped before the model ('never computed')", str(dropped)),
         (
             "/ping during the run: p50 / max, non-200",
-            f"{percentile(pings, 50) * 1000:.0f} / {max(pings) * 1000:.0f} ms, {ping_failures} (n={len(pings)})",
+            f"{percentile(pings, 50) * 1000:.0f} / {max(pings) * 1000:.0f} ms, "
+            f"{ping_failures} (n={len(pings)})",
         ),
         (
             f"server RSS after single-stream / after {args.rss_warm_s:g} s of overload / at the end",
@@ -289,17 +294,19 @@ def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
         "Server CPU / wall = cores the servers kept busy (2 at most here; a GIL-bound or CPU-starved",
         "run shows fewer); CPU per request = the work itself, whatever the machine's other load.",
         "",
-        "| configuration | wall time (each round) | vs 1 copy | throughput | server CPU / wall | CPU per request "
+        "| configuration | wall time (each round) | vs 1 copy | throughput | server CPU / wall "
+        "| CPU per request "
         "| answers equal to 1 copy's |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, _ in configurations:
         median = statistics.median(walls[name])
         each = ", ".join(f"{wall:.1f}" for wall in walls[name])
-        cores = statistics.median(cpu / wall for cpu, wall in zip(cpus[name], walls[name]))
+        cores = statistics.median(cpu / wall for cpu, wall in zip(cpus[name], walls[name], strict=True))
         per_request = statistics.median(cpus[name]) / args.burst
         lines.append(
-            f"| {name} | {median:.1f} s ({each}) | {median / one_copy_s:.2f}x | {args.burst / median:.2f}/s | "
+            f"| {name} | {median:.1f} s ({each}) | {median / one_copy_s:.2f}x "
+            f"| {args.burst / median:.2f}/s | "
             f"{cores:.2f} | {per_request:.2f} s | {all(answer == reference for answer in answers[name])} |"
         )
     lines += ["", f"machine: {machine()}"]
@@ -329,7 +336,7 @@ def compare(reference, candidate) -> tuple[list[float], list[float], list[float]
     )
     box, score, mask, used = [], [], [], set()
     for i in range(len(reference)):
-        order = np.argsort(-ious[i]) if ious.size else []
+        order: list[int] = np.argsort(-ious[i]).tolist() if ious.size else []
         for j in order:
             if j in used or candidate.classes[j] != reference.classes[i] or ious[i, j] < 0.5:
                 continue
@@ -382,8 +389,11 @@ def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
             torch.cuda.synchronize()
         return result
 
-    timings = {False: [], True: []}
-    box, score, mask, unmatched, instances = [], [], [], 0, 0
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    box: list[float] = []
+    score: list[float] = []
+    mask: list[float] = []
+    unmatched, instances = 0, 0
     for image in decoded:
         run(False, image), run(True, image)  # warm-up (cuDNN autotuning) for both
         for _ in range(args.gpu_repeats):
@@ -409,7 +419,8 @@ def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
         ("device", name),
         (
             "images",
-            f"{len(images)} ({', '.join(path.name for path in images)}), {args.gpu_repeats} interleaved runs each",
+            f"{len(images)} ({', '.join(path.name for path in images)}), "
+            f"{args.gpu_repeats} interleaved runs each",
         ),
         (
             "per-image latency p50 fp32 / autocast",

@@ -5,6 +5,7 @@ never competes for the CPU, and a busy machine slows both alike)."""
 from __future__ import annotations
 
 import argparse
+import functools
 
 import requests
 
@@ -40,7 +41,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         ],
     )
     for backend in backends:
-        backend.detections  # the in-process predictor, for the own-work timing below
+        _ = backend.detections  # loads the in-process predictor, for the own-work timing below
         direct_predictor = DirectPredictor(
             backend.model_dir, backend.photo, backend.out_dir / f"{backend.name}-direct.log"
         )
@@ -48,7 +49,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
         try:
             session = requests.Session()
 
-            def invoke() -> None:
+            def invoke(server=server, session=session, backend=backend) -> None:
                 server.invoke(backend.jpeg, session).raise_for_status()
 
             invoke()  # the connection, and the first request's one-off costs
@@ -61,7 +62,7 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
             direct_predictor.stop()
         # The server's own work per request, timed alone in this process: what serving adds to the
         # model besides one local HTTP round trip.
-        own_work = [timed(lambda: own_work_once(backend)) for _ in range(options.encode_repeats)]
+        own_work = [timed(functools.partial(own_work_once, backend)) for _ in range(options.encode_repeats)]
         overhead = percentile(served, 50) - percentile(direct, 50)
         # Each pair ran back to back, so its difference cancels most of a drifting machine load.
         paired = percentile([s - d for s, d in zip(served, direct, strict=True)], 50)

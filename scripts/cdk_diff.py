@@ -5,8 +5,9 @@
     python scripts/cdk_diff.py --deployed                   # needs AWS credentials (the PR workflow)
     python scripts/cdk_diff.py --base main --fail-on-destructive --markdown-dir out/
 
-Offline: BASE is checked out with `git worktree add` into a temporary folder, both trees are
-synthesized with the same CDK CLI and context, and each stack is compared with
+Offline: BASE's files are exported (`git archive`) into a temporary folder, so the repository
+gains no worktree or ref; both trees are synthesized with the same CDK CLI and context, each with
+its own code, and each stack is compared with
 `cdk diff --app <new cdk.out> --template <base template> --exclusively STACK`.
 
 Destructive changes are read from what the CDK CLI itself prints for each resource (its
@@ -18,11 +19,13 @@ whole stack is gone. Standard library only: it runs before any virtualenv exists
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +111,28 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     )
 
 
+def export_tree(revision: str, into: Path, env: dict[str, str]) -> None:
+    """The files of `revision` in `into`, from `git archive`: nothing is written to the repository."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision], cwd=REPO, env=env, capture_output=True
+    )
+    if archive.returncode != 0:
+        sys.exit(f"error: cannot check out {revision}: {archive.stderr.decode(errors='replace').strip()}")
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def tree_env(tree: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` for synthesizing `tree` with its own code: the venv's editable install of the app points at
+    one checkout, and the other tree's `stacks`/`sagemaker_constructs` must win over it."""
+    own = [str(tree), str(tree / "constructs"), str(tree / "client" / "src")]
+    return {**env, "PYTHONPATH": os.pathsep.join([*own, *filter(None, [env.get("PYTHONPATH")])])}
+
+
 def synth(cdk: str, tree: Path, out: Path, context: list[str], env: dict[str, str]) -> dict[str, Path]:
     """Synthesize `tree` into `out`; its stacks' template files by stack name."""
-    result = run([cdk, "synth", "--quiet", "--output", str(out), *context], tree, env)
+    result = run([cdk, "synth", "--quiet", "--output", str(out), *context], tree, tree_env(tree, env))
     if result.returncode != 0:
         sys.exit(f"error: cdk synth failed in {tree}:\n{result.stdout}")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -163,7 +185,7 @@ def comments(diffs: list[StackDiff], title: str, destructive_note: str) -> list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--base", help="git revision to compare with (synthesized from a worktree)")
+    where.add_argument("--base", help="git revision to compare with (synthesized from its exported files)")
     where.add_argument(
         "--deployed", action="store_true", help="compare with the deployed stacks (AWS credentials)"
     )
@@ -189,13 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             base_sha = run(["git", "rev-parse", "--short", args.base], REPO, env).stdout.strip()
             title = f"cdk diff against `{args.base}` ({base_sha}), synthesized offline"
             base_tree = scratch_dir / "base"
-            added = run(["git", "worktree", "add", "--detach", str(base_tree), args.base], REPO, env)
-            if added.returncode != 0:
-                sys.exit(f"error: cannot check out {args.base}: {added.stdout.strip()}")
-            try:
-                base_templates = synth(args.cdk, base_tree, scratch_dir / "base.out", context, env)
-            finally:
-                run(["git", "worktree", "remove", "--force", str(base_tree)], REPO, env)
+            export_tree(args.base, base_tree, env)
+            base_templates = synth(args.cdk, base_tree, scratch_dir / "base.out", context, env)
             empty = scratch_dir / "empty.template.json"
             empty.write_text("{}")
             for stack, template in new_templates.items():

@@ -11,8 +11,8 @@ Descriptions come from the code: a field's `Field(description=...)`, else the co
 in its class, else the docstring of the section it holds. NOTES below adds what only a validator
 knows (cross-field rules); a test checks that every note names a real field.
 
-Run `make docs` (or `python scripts/generate_docs.py`, with `constructs` and `container` importable,
-e.g. PYTHONPATH=constructs:container). `--check` writes nothing and exits 1 when a page is stale.
+Run `make docs` (or `PYTHONPATH=container python scripts/generate_docs.py` in the virtual environment
+`make install` builds, where the app is installed). `--check` writes nothing and exits 1 when a page is stale.
 Imports pydantic and the standard library only: no torch, no CDK construct is built.
 """
 
@@ -43,7 +43,7 @@ try:
     from inference_server import settings as serving_settings
 except ImportError as error:  # pragma: no cover - a one-line hint instead of a traceback
     sys.exit(
-        f"generate_docs: {error}; run it as `make docs`, or with PYTHONPATH=constructs:container "
+        f"generate_docs: {error}; run it as `make docs`, or with PYTHONPATH=container "
         "in the virtual environment `make install` builds"
     )
 
@@ -58,8 +58,8 @@ def _import_app_settings() -> types.ModuleType:
         spec = importlib.util.find_spec("sagemaker_constructs")
         if spec is None:
             sys.exit(
-                "generate_docs: no module named 'sagemaker_constructs'; run it as `make docs`, or with "
-                "PYTHONPATH=constructs:container"
+                "generate_docs: no module named 'sagemaker_constructs'; run it as `make docs`, or in the "
+                "virtual environment `make install` builds (it installs the app)"
             )
         sys.modules["sagemaker_constructs"] = importlib.util.module_from_spec(spec)
     return importlib.import_module("sagemaker_constructs.settings")

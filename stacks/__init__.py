@@ -3,52 +3,63 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import Stack
-
+import d2sm_contract as contract
 from constructs import Construct
 from sagemaker_constructs.settings import AppConfig
 
-from .modes import AsyncStack, BatchStack, RealtimeStack, ServerlessStack
+from .modes import (
+    AsyncStack,
+    BatchStack,
+    EndpointStack,
+    ModeStack,
+    ModeStackProps,
+    RealtimeStack,
+    ServerlessStack,
+)
 from .shared import SharedModelStack
 
 
 @dataclass
 class InferenceStacks:
     shared: SharedModelStack
-    modes: dict[str, Stack] = field(default_factory=dict)
+    modes: dict[str, ModeStack] = field(default_factory=dict)
 
 
 def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) -> InferenceStacks:
     """Shared stack `<name>-Shared` plus `<name>-Realtime|Async|Serverless|Batch` for enabled modes."""
-    shared = SharedModelStack(scope, f"{config.name}-Shared", config=config, container_dir=container_dir)
-    common = {"registry": shared.registry, "role": shared.execution_role}
-    monitored = {
-        "monitoring": config.monitoring,
-        "alarm_topic": shared.alarm_topic.topic if shared.alarm_topic is not None else None,
-    }
+    shared = SharedModelStack(
+        scope, contract.stack_name(config.name, contract.SHARED), config=config, container_dir=container_dir
+    )
+    props = ModeStackProps(
+        registry=shared.registry,
+        role=shared.execution_role,
+        store=shared.store,
+        monitoring=config.monitoring,
+        alarm_topic=shared.alarm_topic.topic if shared.alarm_topic is not None else None,
+    )
     stacks = InferenceStacks(shared)
+    endpoints: dict[str, EndpointStack] = {}
     if config.realtime.enabled:
-        stacks.modes["realtime"] = RealtimeStack(
-            scope,
-            f"{config.name}-Realtime",
-            config=config.realtime,
-            store=shared.store,
-            **common,
-            **monitored,
+        endpoints["realtime"] = RealtimeStack(
+            scope, contract.stack_name(config.name, contract.REALTIME), props=props, config=config.realtime
         )
     if config.async_.enabled:
-        stacks.modes["async"] = AsyncStack(
-            scope, f"{config.name}-Async", config=config.async_, store=shared.store, **common, **monitored
+        endpoints["async"] = AsyncStack(
+            scope, contract.stack_name(config.name, contract.ASYNC), props=props, config=config.async_
         )
     if config.serverless.enabled:
-        stacks.modes["serverless"] = ServerlessStack(
-            scope, f"{config.name}-Serverless", config=config.serverless, **common, **monitored
+        endpoints["serverless"] = ServerlessStack(
+            scope,
+            contract.stack_name(config.name, contract.SERVERLESS),
+            props=props,
+            config=config.serverless,
         )
+    stacks.modes.update(endpoints)
     if shared.dashboard is not None:
         # By the endpoints' literal names: the shared stack never depends on a mode stack.
         for title, key in (("Real-time", "realtime"), ("Async", "async"), ("Serverless", "serverless")):
-            if key in stacks.modes:
-                endpoint = stacks.modes[key].endpoint
+            if key in endpoints:
+                endpoint = endpoints[key].endpoint
                 # A/B and shadow tests: a row per variant.
                 variants = getattr(endpoint, "variant_metrics", {})
                 if len(variants) > 1:
@@ -58,7 +69,7 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
                     shared.dashboard.add_endpoint(title, endpoint.metrics)
     if config.batch.enabled:
         stacks.modes["batch"] = BatchStack(
-            scope, f"{config.name}-Batch", config=config.batch, store=shared.store, **common
+            scope, contract.stack_name(config.name, contract.BATCH), props=props, config=config.batch
         )
     for stack in stacks.modes.values():
         # The model package ARN arrives through SSM, which CloudFormation cannot see as a dependency.
@@ -69,7 +80,10 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
 __all__ = [
     "AsyncStack",
     "BatchStack",
+    "EndpointStack",
     "InferenceStacks",
+    "ModeStack",
+    "ModeStackProps",
     "RealtimeStack",
     "ServerlessStack",
     "SharedModelStack",

@@ -3,12 +3,13 @@
 `cdk deploy <prefix>-Realtime` therefore deploys the shared stack (if needed) and that mode alone.
 """
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 
+import d2sm_contract as contract
 from constructs import Construct
 from sagemaker_constructs import (
     ArtifactStore,
@@ -20,7 +21,9 @@ from sagemaker_constructs import (
     RealtimeEndpoint,
     ServerlessEndpoint,
 )
+from sagemaker_constructs.endpoint import InferenceEndpoint
 from sagemaker_constructs.instance_types import is_gpu
+from sagemaker_constructs.packaged_model import InferenceMode
 from sagemaker_constructs.settings import (
     AsyncConfig,
     BatchConfig,
@@ -31,19 +34,70 @@ from sagemaker_constructs.settings import (
     ServerlessConfig,
 )
 
-ModelFactory = Callable[[str, str, ModelVersion], PackagedModel]
+
+@dataclass(frozen=True, kw_only=True)
+class ModeStackProps:
+    """What every mode stack takes from the shared stack, and the app's monitoring settings.
+
+    `store` holds async requests and results, batch inputs and outputs and data capture;
+    `monitoring` and `alarm_topic` alarm the endpoints (the batch pipeline has its own alarm)."""
+
+    registry: ModelRegistry
+    role: iam.IRole
+    store: ArtifactStore
+    monitoring: MonitoringConfig | None = None
+    alarm_topic: sns.ITopic | None = None
 
 
-def pool_models_for(
-    config: InstanceModeConfig, model: PackagedModel, model_for: ModelFactory
-) -> list[PackagedModel]:
-    """The Model for the pools whose type runs the other specification than `model` (the CPU
-    Model of a GPU-then-CPU pool list, `CpuModel`), same version and mode; none without such pools."""
-    other = [t for t in config.instance_types if ModelRegistry.specification_for(t) != model.specification]
-    if not other:
-        return []
-    construct_id = "GpuModel" if is_gpu(other[0]) else "CpuModel"
-    return [model_for(construct_id, other[0], config.model_version)]
+class ModeStack(Stack):
+    """Base of the four mode stacks: each is `(scope, construct_id, *, props, config)`, where
+    `config` is that mode's configuration section."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, props: ModeStackProps, description: str
+    ) -> None:
+        super().__init__(scope, construct_id, description=description)
+        self.props = props
+
+    def packaged_model(
+        self,
+        construct_id: str,
+        *,
+        mode: InferenceMode,
+        instance_type: str | None,
+        version: ModelVersion,
+    ) -> PackagedModel:
+        """A Model of the registered `version` in this stack, run by the shared execution role."""
+        return PackagedModel(
+            self,
+            construct_id,
+            registry=self.props.registry,
+            role=self.props.role,
+            mode=mode,
+            instance_type=instance_type,
+            version=version,
+        )
+
+    def pool_models(
+        self, config: InstanceModeConfig, model: PackagedModel, mode: InferenceMode
+    ) -> list[PackagedModel]:
+        """The Model for the pools whose type runs the other specification than `model` (the CPU
+        Model of a GPU-then-CPU pool list, `CpuModel`), same version and mode; none without such pools."""
+        other = [
+            t for t in config.instance_types if ModelRegistry.specification_for(t) != model.specification
+        ]
+        if not other:
+            return []
+        construct_id = "GpuModel" if is_gpu(other[0]) else "CpuModel"
+        return [
+            self.packaged_model(construct_id, mode=mode, instance_type=other[0], version=config.model_version)
+        ]
+
+
+class EndpointStack(ModeStack):
+    """A mode stack that serves through a SageMaker endpoint (real-time, async, serverless)."""
+
+    endpoint: InferenceEndpoint
 
 
 def output_instance_pools(stack: Stack, config: InstanceModeConfig) -> None:
@@ -52,196 +106,172 @@ def output_instance_pools(stack: Stack, config: InstanceModeConfig) -> None:
     if config.instance_pools is not None:
         CfnOutput(
             stack,
-            "InstancePools",
+            contract.INSTANCE_POOLS,
             value=",".join(config.instance_pools),
             description="Instance types of the variant, priority 1 first",
         )
 
 
-def _output_endpoint_config_name(stack: Stack, endpoint) -> None:
+def _output_endpoint_config_name(stack: Stack, endpoint: InferenceEndpoint) -> None:
     CfnOutput(
         stack,
-        "EndpointConfigName",
+        contract.ENDPOINT_CONFIG_NAME,
         value=endpoint.endpoint_config.attr_endpoint_config_name,
         description="The config this stack deployed; `d2sm verify` compares it with the endpoint's live one",
     )
 
 
-class RealtimeStack(Stack):
+class RealtimeStack(EndpointStack):
+    endpoint: RealtimeEndpoint | InferenceComponentEndpoint
+
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        registry: ModelRegistry,
-        role: iam.IRole,
-        store: ArtifactStore,
-        config: RealtimeConfig,
-        monitoring: MonitoringConfig | None = None,
-        alarm_topic: sns.ITopic | None = None,
+        self, scope: Construct, construct_id: str, *, props: ModeStackProps, config: RealtimeConfig
     ) -> None:
-        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: real-time endpoint")
-        monitored = {"monitoring": monitoring, "alarm_topic": alarm_topic}
-
-        def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
-            return PackagedModel(
-                self,
-                construct_id,
-                registry=registry,
-                role=role,
-                mode="realtime",
-                instance_type=instance_type,
-                version=version,
-            )
-
-        self.endpoint: RealtimeEndpoint | InferenceComponentEndpoint
+        super().__init__(
+            scope, construct_id, props=props, description="Detectron2 on SageMaker: real-time endpoint"
+        )
+        monitoring, alarm_topic = props.monitoring, props.alarm_topic
         if config.variants is not None or config.shadow is not None:
             # An experiment: every variant (the shadow too) deploys its own version on its own type.
             plans = [*config.production_variants(), *filter(None, [config.shadow_variant()])]
-            models = {p.name: model_for(f"{p.name}Model", p.instance_type, p.model_version) for p in plans}
-            self.endpoint = RealtimeEndpoint(
-                self, "Realtime", config=config, models=models, store=store, **monitored
+            models = {
+                p.name: self.packaged_model(
+                    f"{p.name}Model", mode="realtime", instance_type=p.instance_type, version=p.model_version
+                )
+                for p in plans
+            }
+            experiment = RealtimeEndpoint(
+                self,
+                "Realtime",
+                config=config,
+                models=models,
+                store=props.store,
+                monitoring=monitoring,
+                alarm_topic=alarm_topic,
             )
-            CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
-            _output_endpoint_config_name(self, self.endpoint)
-            CfnOutput(self, "VariantNames", value=",".join(self.endpoint.variant_names))
-            if self.endpoint.shadow_variant_name is not None:
-                CfnOutput(self, "ShadowVariantName", value=self.endpoint.shadow_variant_name)
+            self.endpoint = experiment
+            CfnOutput(self, contract.ENDPOINT_NAME, value=experiment.endpoint_name)
+            _output_endpoint_config_name(self, experiment)
+            CfnOutput(self, contract.VARIANT_NAMES, value=",".join(experiment.variant_names))
+            if experiment.shadow_variant_name is not None:
+                CfnOutput(self, contract.SHADOW_VARIANT_NAME, value=experiment.shadow_variant_name)
             return
-        model = model_for("Model", config.primary_instance_type, config.model_version)
+        model = self.packaged_model(
+            "Model", mode="realtime", instance_type=config.primary_instance_type, version=config.model_version
+        )
         if config.inference_components is not None:
-            self.endpoint = InferenceComponentEndpoint(
-                self, "InferenceComponent", model=model, config=config, role=role, **monitored
+            component = InferenceComponentEndpoint(
+                self,
+                "InferenceComponent",
+                model=model,
+                config=config,
+                role=props.role,
+                monitoring=monitoring,
+                alarm_topic=alarm_topic,
             )
+            self.endpoint = component
             CfnOutput(
                 self,
-                "InferenceComponentName",
-                value=self.endpoint.inference_component_name,
+                contract.INFERENCE_COMPONENT_NAME,
+                value=component.inference_component_name,
                 description="Pass as InferenceComponentName to InvokeEndpoint",
             )
         else:
-            pool_models = pool_models_for(config, model, model_for)
+            pool_models = self.pool_models(config, model, "realtime")
             self.endpoint = RealtimeEndpoint(
                 self,
                 "Realtime",
                 model=model,
                 config=config,
-                store=store,
+                store=props.store,
                 pool_models=pool_models,
-                **monitored,
+                monitoring=monitoring,
+                alarm_topic=alarm_topic,
             )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
         output_instance_pools(self, config)
 
 
-class AsyncStack(Stack):
+class AsyncStack(EndpointStack):
+    endpoint: AsyncEndpoint
+
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        registry: ModelRegistry,
-        role: iam.IRole,
-        store: ArtifactStore,
-        config: AsyncConfig,
-        monitoring: MonitoringConfig | None = None,
-        alarm_topic: sns.ITopic | None = None,
+        self, scope: Construct, construct_id: str, *, props: ModeStackProps, config: AsyncConfig
     ) -> None:
-        super().__init__(scope, construct_id, description="Detectron2 on SageMaker: async endpoint")
-
-        def model_for(construct_id: str, instance_type: str, version: ModelVersion) -> PackagedModel:
-            return PackagedModel(
-                self,
-                construct_id,
-                registry=registry,
-                role=role,
-                mode="async",
-                instance_type=instance_type,
-                version=version,
-            )
-
-        model = model_for("Model", config.primary_instance_type, config.model_version)
+        super().__init__(
+            scope, construct_id, props=props, description="Detectron2 on SageMaker: async endpoint"
+        )
+        model = self.packaged_model(
+            "Model", mode="async", instance_type=config.primary_instance_type, version=config.model_version
+        )
         self.endpoint = AsyncEndpoint(
             self,
             "Async",
             model=model,
             config=config,
-            store=store,
-            role=role,
-            monitoring=monitoring,
-            alarm_topic=alarm_topic,
-            pool_models=pool_models_for(config, model, model_for),
+            store=props.store,
+            role=props.role,
+            monitoring=props.monitoring,
+            alarm_topic=props.alarm_topic,
+            pool_models=self.pool_models(config, model, "async"),
         )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
         output_instance_pools(self, config)
-        CfnOutput(self, "InputUri", value=self.endpoint.input_uri)
-        CfnOutput(self, "OutputUri", value=self.endpoint.output_uri)
-        CfnOutput(self, "FailureUri", value=self.endpoint.failure_uri)
-        CfnOutput(self, "SuccessTopicArn", value=self.endpoint.success_topic.topic_arn)
-        CfnOutput(self, "ErrorTopicArn", value=self.endpoint.error_topic.topic_arn)
+        CfnOutput(self, contract.ASYNC_INPUT_URI, value=self.endpoint.input_uri)
+        CfnOutput(self, contract.ASYNC_OUTPUT_URI, value=self.endpoint.output_uri)
+        CfnOutput(self, contract.ASYNC_FAILURE_URI, value=self.endpoint.failure_uri)
+        CfnOutput(self, contract.ASYNC_SUCCESS_TOPIC_ARN, value=self.endpoint.success_topic.topic_arn)
+        CfnOutput(self, contract.ASYNC_ERROR_TOPIC_ARN, value=self.endpoint.error_topic.topic_arn)
 
 
-class ServerlessStack(Stack):
+class ServerlessStack(EndpointStack):
+    endpoint: ServerlessEndpoint
+
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        registry: ModelRegistry,
-        role: iam.IRole,
-        config: ServerlessConfig,
-        monitoring: MonitoringConfig | None = None,
-        alarm_topic: sns.ITopic | None = None,
+        self, scope: Construct, construct_id: str, *, props: ModeStackProps, config: ServerlessConfig
     ) -> None:
         super().__init__(
-            scope, construct_id, description="Detectron2 on SageMaker: serverless endpoint (CPU image)"
+            scope,
+            construct_id,
+            props=props,
+            description="Detectron2 on SageMaker: serverless endpoint (CPU image)",
         )
-        model = PackagedModel(
-            self,
-            "Model",
-            registry=registry,
-            role=role,
-            mode="serverless",
-            instance_type=None,
-            version=config.model_version,
+        model = self.packaged_model(
+            "Model", mode="serverless", instance_type=None, version=config.model_version
         )
         self.endpoint = ServerlessEndpoint(
-            self, "Serverless", model=model, config=config, monitoring=monitoring, alarm_topic=alarm_topic
+            self,
+            "Serverless",
+            model=model,
+            config=config,
+            monitoring=props.monitoring,
+            alarm_topic=props.alarm_topic,
         )
-        CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name)
+        CfnOutput(self, contract.ENDPOINT_NAME, value=self.endpoint.endpoint_name)
         _output_endpoint_config_name(self, self.endpoint)
 
 
-class BatchStack(Stack):
+class BatchStack(ModeStack):
     """The batch Model and the pipeline that runs one transform job per submitted batch.
 
     Outputs follow the batch convention the client relies on: `JobNamePrefix`, `SubmitUri`,
-    `InputUri`, `OutputUri`, `NotificationTopicArn`, `StateMachineArn`.
+    `InputUri`, `OutputUri`, `NotificationTopicArn`, `StateMachineArn`. The pipeline alarms on its
+    own topic: `props.monitoring` and `props.alarm_topic` are not used here.
     """
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        registry: ModelRegistry,
-        role: iam.IRole,
-        store: ArtifactStore,
-        config: BatchConfig,
+        self, scope: Construct, construct_id: str, *, props: ModeStackProps, config: BatchConfig
     ) -> None:
         super().__init__(
-            scope, construct_id, description="Detectron2 on SageMaker: batch transform model and pipeline"
+            scope,
+            construct_id,
+            props=props,
+            description="Detectron2 on SageMaker: batch transform model and pipeline",
         )
-        model = PackagedModel(
-            self,
-            "Model",
-            registry=registry,
-            role=role,
-            mode="batch",
-            instance_type=config.instance_type,
-            version=config.model_version,
+        model = self.packaged_model(
+            "Model", mode="batch", instance_type=config.instance_type, version=config.model_version
         )
         # Stack names are letters, digits and hyphens: lowercased, a valid prefix for job names (whose
         # ARNs SageMaker lowercases).
@@ -250,17 +280,17 @@ class BatchStack(Stack):
             "Pipeline",
             model=model,
             config=config,
-            store=store,
+            store=props.store,
             job_name_prefix=f"{self.stack_name.lower()}-",
         )
         pipeline = self.pipeline
-        CfnOutput(self, "ModelName", value=model.model_name)
-        CfnOutput(self, "InstanceType", value=config.instance_type)
+        CfnOutput(self, contract.BATCH_MODEL_NAME, value=model.model_name)
+        CfnOutput(self, contract.BATCH_INSTANCE_TYPE, value=config.instance_type)
         if is_gpu(config.instance_type):
-            CfnOutput(self, "TransformAmiVersion", value=config.transform_ami_version)
-        CfnOutput(self, "JobNamePrefix", value=pipeline.job_name_prefix)
-        CfnOutput(self, "SubmitUri", value=pipeline.submit_uri)
-        CfnOutput(self, "InputUri", value=pipeline.input_uri)
-        CfnOutput(self, "OutputUri", value=pipeline.output_uri)
-        CfnOutput(self, "NotificationTopicArn", value=pipeline.topic.topic_arn)
-        CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
+            CfnOutput(self, contract.BATCH_TRANSFORM_AMI_VERSION, value=config.transform_ami_version)
+        CfnOutput(self, contract.BATCH_JOB_NAME_PREFIX, value=pipeline.job_name_prefix)
+        CfnOutput(self, contract.BATCH_SUBMIT_URI, value=pipeline.submit_uri)
+        CfnOutput(self, contract.BATCH_INPUT_URI, value=pipeline.input_uri)
+        CfnOutput(self, contract.BATCH_OUTPUT_URI, value=pipeline.output_uri)
+        CfnOutput(self, contract.BATCH_NOTIFICATION_TOPIC_ARN, value=pipeline.topic.topic_arn)
+        CfnOutput(self, contract.BATCH_STATE_MACHINE_ARN, value=pipeline.state_machine.state_machine_arn)

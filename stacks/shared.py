@@ -4,6 +4,7 @@ from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
 
+import d2sm_contract as contract
 from constructs import Construct
 from sagemaker_constructs import (
     AlarmTopic,
@@ -25,7 +26,9 @@ class SharedModelStack(Stack):
         super().__init__(
             scope,
             construct_id,
-            description="Detectron2 on SageMaker: artifacts, inference images, model registry, execution role",
+            description=(
+                "Detectron2 on SageMaker: artifacts, inference images, model registry, execution role"
+            ),
         )
         self.store = ArtifactStore(self, "Artifacts")
         images = InferenceImages(self, "Images", directory=container_dir)
@@ -88,8 +91,8 @@ class SharedModelStack(Stack):
         if config.monitoring.enabled:
             self.alarm_topic = AlarmTopic(self, "Alarms", store=store, email=config.monitoring.email)
             self.dashboard = InferenceDashboard(self, "Dashboard")
-            CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn)
-            CfnOutput(self, "DashboardName", value=self.dashboard.dashboard.dashboard_name)
-        CfnOutput(self, "ArtifactsBucketName", value=self.store.bucket.bucket_name)
-        CfnOutput(self, "ModelPackageGroupName", value=config.package_group_name)
-        CfnOutput(self, "ModelPackageArn", value=self.registry.package_arn)
+            CfnOutput(self, contract.ALARM_TOPIC_ARN, value=self.alarm_topic.topic.topic_arn)
+            CfnOutput(self, contract.DASHBOARD_NAME, value=self.dashboard.dashboard.dashboard_name)
+        CfnOutput(self, contract.ARTIFACTS_BUCKET_NAME, value=self.store.bucket.bucket_name)
+        CfnOutput(self, contract.MODEL_PACKAGE_GROUP_NAME, value=config.package_group_name)
+        CfnOutput(self, contract.MODEL_PACKAGE_ARN, value=self.registry.package_arn)

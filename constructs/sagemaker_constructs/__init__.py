@@ -1,7 +1,7 @@
 """Reusable constructs for serving a Detectron2 model on SageMaker (one construct per concern).
 
 Lives in the plain folder `constructs/` (no __init__.py there) so it never shadows the `constructs`
-library; app.py and pytest put that folder on sys.path.
+library; the repository's pyproject.toml maps the package to that folder.
 """
 
 from .async_endpoint import AsyncEndpoint

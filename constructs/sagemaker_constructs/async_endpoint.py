@@ -42,12 +42,12 @@ class AsyncEndpoint(InferenceEndpoint):
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         self.instance_types = config.instance_types
-        self._name_endpoint(
+        self.endpoint_name = self._endpoint_name(
             instance_type=config.instance_type,
             autoscaled=config.scaling is not None,
             instance_pools=config.instance_pools,
         )
-        self._monitor("async", monitoring, alarm_topic, self.instance_types)
+        self.metrics, self.alarms = self._monitor("async", monitoring, alarm_topic, self.instance_types)
         self.store = store
         self.success_topic = sns.Topic(self, "SuccessTopic", master_key=store.key, enforce_ssl=True)
         self.error_topic = sns.Topic(self, "ErrorTopic", master_key=store.key, enforce_ssl=True)
@@ -65,7 +65,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 )
             ],
         )
-        self._create_endpoint(
+        self.endpoint_config, self.endpoint = self._create_endpoint(
             [instance_variant(model, config, pool_models=pool_models)],
             autoscaled=config.scaling is not None,
             deployment_config=self._deployment(config.rollout),
@@ -88,6 +88,7 @@ class AsyncEndpoint(InferenceEndpoint):
                 ),
             ),
         )
+        self.endpoint_arn = self.endpoint.ref
         self._let_roles_read_rollback_alarms([model.role], self._rollback_alarms(config.rollout))
         self.endpoint.node.add_dependency(self.notification_policy)
         self.scaling: ScalableAsyncInstanceCount | None = None
@@ -124,8 +125,10 @@ class AsyncEndpoint(InferenceEndpoint):
             ),
             (["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], [store.key.key_arn]),
         ]
-        combined = None
-        for actions, resource_arns in grants:
-            grant = iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resource_arns)
-            combined = grant if combined is None else combined.combine(grant)
+        combined, *others = [
+            iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resource_arns)
+            for actions, resource_arns in grants
+        ]
+        for grant in others:
+            combined = combined.combine(grant)
         return combined

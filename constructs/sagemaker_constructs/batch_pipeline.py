@@ -17,8 +17,9 @@ no `.sync`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnElement, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -31,6 +32,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
+import d2sm_contract as contract
 from constructs import Construct
 
 from .instance_types import is_gpu
@@ -40,7 +42,7 @@ from .settings import BatchConfig
 from .storage import ArtifactStore
 
 ERROR_COUNT_FUNCTION_DIR = Path(__file__).resolve().parents[2] / "functions" / "batch_error_count"
-SUMMARY_OBJECT = "_summary.json"
+SUMMARY_OBJECT = contract.BATCH_SUMMARY_OBJECT
 # The polling interval doubles after each check until it is at least this long.
 MAX_POLL_INTERVAL_S = 600
 # Step Functions names AWS SDK errors <Service>.<Error>Exception. SageMaker models no throttling
@@ -50,7 +52,7 @@ THROTTLED = ["SageMaker.SageMakerException"]
 NO_CAPACITY = ["SageMaker.ResourceLimitExceededException"]
 # The container's own switch (inference_server.settings.BatchRecordErrors): an image it cannot read
 # becomes an error object in its `.out` file instead of failing the whole job.
-RECORD_ERRORS_AS_OBJECTS = {"BATCH_RECORD_ERRORS": "object"}
+RECORD_ERRORS_AS_OBJECTS = {contract.BATCH_RECORD_ERRORS_ENV: contract.BATCH_RECORD_ERRORS_AS_OBJECTS}
 # SNS refuses a Subject over 100 characters (or with control characters, which an S3 key may hold):
 # the subject is built from literals and the job status only; the batch id is in the message.
 MAX_SUBJECT_LENGTH = 100
@@ -389,7 +391,7 @@ class BatchTransformPipeline(Construct):
                 "Environment": {
                     **RECORD_ERRORS_AS_OBJECTS,
                     # The container's own per-request deadline agrees with the platform's.
-                    "REQUEST_TIMEOUT_S": str(config.invocation_timeout_seconds),
+                    contract.REQUEST_TIMEOUT_ENV: str(config.invocation_timeout_seconds),
                 },
                 "TransformInput": {
                     "DataSource": {
@@ -599,5 +601,6 @@ class BatchTransformPipeline(Construct):
 def _depend_on_policy_only(resource: Construct, role: iam.Role) -> None:
     """CDK makes `resource` depend on its role and the role's policy; the role is already referenced
     by GetAtt, so keep only the policy (cfn-lint W3005 flags the redundant one)."""
-    policy = role.node.find_child("DefaultPolicy").node.default_child
-    resource.node.default_child.add_override("DependsOn", [Stack.of(resource).get_logical_id(policy)])
+    policy = cast(CfnElement, role.node.find_child("DefaultPolicy").node.default_child)
+    cfn_resource = cast(CfnResource, resource.node.default_child)
+    cfn_resource.add_override("DependsOn", [Stack.of(resource).get_logical_id(policy)])

@@ -47,7 +47,10 @@ def endpoint_name(
     if instance_pools is not None:
         instance_type = instance_pools[0]
     if instance_type is not None:
-        family, size = INSTANCE_TYPE_PATTERN.match(instance_type).groups()
+        match = INSTANCE_TYPE_PATTERN.match(instance_type)
+        if match is None:
+            raise ValueError(f"not a SageMaker instance type: {instance_type!r}")
+        family, size = match.groups()
         name = f"{prefix}-{family}-{size}"
     if instance_pools is not None:
         name += "-" + hashlib.sha256(",".join(instance_pools).encode()).hexdigest()[:8]
@@ -125,8 +128,10 @@ def ami_version(mode: InstanceModeConfig, instance_types: Sequence[str]) -> str 
 
 
 class InferenceEndpoint(Construct):
-    """Base: subclasses pick the endpoint's name (`_name_endpoint`), build their variant, then call
-    `_create_endpoint`.
+    """Base: a subclass's `__init__` names the endpoint (`_endpoint_name`), monitors it (`_monitor`),
+    builds its variant and creates config and endpoint (`_create_endpoint`), assigning what each
+    helper returns: every attribute below exists once the subclass's `__init__` returns, and no
+    helper sets one as a side effect.
 
     The endpoint config has no physical name: configs are immutable, so every change replaces the
     config, which CloudFormation can only do under a generated name. The endpoint has one
@@ -139,19 +144,26 @@ class InferenceEndpoint(Construct):
     """
 
     variant_name = VARIANT_NAME
+    #: The endpoint's physical name (alarms, scaling and callers use it).
+    endpoint_name: str
+    endpoint_config: sagemaker.CfnEndpointConfig
+    endpoint: sagemaker.CfnEndpoint
+    endpoint_arn: str
+    #: Its metrics (by endpoint name, or by component name), and its alarms when monitoring is on.
+    metrics: EndpointMetrics
+    alarms: EndpointAlarms | None
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str | None = None) -> None:
         super().__init__(scope, construct_id)
         self.name_prefix = name_prefix or Stack.of(self).stack_name
 
-    def _name_endpoint(
+    def _endpoint_name(
         self, *, instance_type: str | None, autoscaled: bool, instance_pools: Sequence[str] | None = None
     ) -> str:
-        """Fix the endpoint's name before anything (alarms, rollout) refers to it."""
+        """The endpoint's name, fixed before anything (alarms, rollout) refers to it."""
         if not autoscaled:
             instance_type = instance_pools = None
-        self.endpoint_name = endpoint_name(self.name_prefix, instance_type, instance_pools)
-        return self.endpoint_name
+        return endpoint_name(self.name_prefix, instance_type, instance_pools)
 
     def _monitor(
         self,
@@ -160,23 +172,24 @@ class InferenceEndpoint(Construct):
         alarm_topic: sns.ITopic | None,
         instance_types: Sequence[str] = (),
         inference_component_name: str | None = None,
-    ) -> None:
+    ) -> tuple[EndpointMetrics, EndpointAlarms | None]:
         """Metrics (by the endpoint's name, or the component's) and, with `monitoring` enabled, the
         endpoint's alarms. More than one of `instance_types` (instance pools): the dashboard also shows
         each type."""
         pools = tuple(instance_types) if len(instance_types) > 1 else ()
-        self.metrics = EndpointMetrics(
+        metrics = EndpointMetrics(
             self.endpoint_name,
             self.variant_name,
             kind,
             inference_component_name=inference_component_name,
             instance_types=pools,
         )
-        self.alarms: EndpointAlarms | None = None
+        alarms = None
         if monitoring is not None and monitoring.enabled:
-            self.alarms = EndpointAlarms(
-                self, "Alarms", metrics=self.metrics, thresholds=monitoring.alarms, topic=alarm_topic
+            alarms = EndpointAlarms(
+                self, "Alarms", metrics=metrics, thresholds=monitoring.alarms, topic=alarm_topic
             )
+        return metrics, alarms
 
     def _deployment(self, rollout: RolloutConfig) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
         """Blue/green as configured, rolling back on this endpoint's rollback alarms (if monitored)."""
@@ -198,10 +211,12 @@ class InferenceEndpoint(Construct):
         execution_role_arn: str | None = None,
         enable_network_isolation: bool | None = None,
         apply_on_update: Sequence[str] = (),
-    ) -> None:
-        """`apply_on_update`: variant properties (`DesiredWeight`, `DataCaptureConfig`) an update
+    ) -> tuple[sagemaker.CfnEndpointConfig, sagemaker.CfnEndpoint]:
+        """The endpoint config and the endpoint (named `endpoint_name`) that deploys it.
+
+        `apply_on_update`: variant properties (`DesiredWeight`, `DataCaptureConfig`) an update
         takes from the new config even though `autoscaled` retains the others (the instance count)."""
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
+        endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
             production_variants=list(variants),
@@ -212,13 +227,13 @@ class InferenceEndpoint(Construct):
             enable_network_isolation=enable_network_isolation,
         )
         # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).
-        self.endpoint_config.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE
-        self.endpoint_config.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
-        self.endpoint = sagemaker.CfnEndpoint(
+        endpoint_config.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE
+        endpoint_config.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
+        endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=self.endpoint_name,
-            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
             deployment_config=deployment_config,
             # An update would otherwise reset an autoscaled instance count to the initial count.
             retain_all_variant_properties=True if autoscaled else None,
@@ -229,7 +244,7 @@ class InferenceEndpoint(Construct):
             if autoscaled and apply_on_update
             else None,
         )
-        self.endpoint_arn = self.endpoint.ref
+        return endpoint_config, endpoint
 
     def _let_roles_read_rollback_alarms(
         self, roles: Sequence[iam.IRole], alarms: Sequence[cloudwatch.IAlarm]

@@ -77,7 +77,8 @@ class SageMakerExecutionRole(Construct):
         acknowledge_wildcard_resources(
             self.role,
             inputs + outputs,
-            "Registered model tarballs, requests and results are created at run time under these fixed prefixes.",
+            "Registered model tarballs, requests and results are created at run time under these fixed "
+            "prefixes.",
         )
 
     def _grant_logs_and_metrics(self) -> None:

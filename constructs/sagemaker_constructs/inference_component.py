@@ -61,12 +61,12 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             raise ValueError("config.inference_components must be set for an inference-component endpoint")
         # Copies, not the variant, are registered with Application Auto Scaling: the name need not
         # change with the instance type.
-        self._name_endpoint(instance_type=config.instance_type, autoscaled=False)
+        self.endpoint_name = self._endpoint_name(instance_type=config.instance_type, autoscaled=False)
         self.inference_component_name = inference_component_name(self.name_prefix)
         # The component's metrics and alarms (SageMaker publishes them by InferenceComponentName).
         # The endpoint gets no DeploymentConfig: a new model version updates the component.
         self.instance_types = config.instance_types
-        self._monitor(
+        self.metrics, self.alarms = self._monitor(
             "realtime",
             monitoring,
             alarm_topic,
@@ -74,7 +74,7 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             inference_component_name=self.inference_component_name,
         )
         pooled = config.instance_pools is not None
-        self._create_endpoint(
+        self.endpoint_config, self.endpoint = self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
@@ -101,6 +101,7 @@ class InferenceComponentEndpoint(InferenceEndpoint):
             # As the instance-based Models are: the container needs no network.
             enable_network_isolation=True,
         )
+        self.endpoint_arn = self.endpoint.ref
         resources = sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
             number_of_accelerator_devices_required=components.accelerators or None,
             number_of_cpu_cores_required=components.cpu_cores,

@@ -71,7 +71,7 @@ class EndpointMetrics:
     def of_type(self, instance_type: str, metric: cloudwatch.Metric) -> cloudwatch.Metric:
         """`metric` of this variant's instances of one pool's type (the InstanceType dimension)."""
         return metric.with_(
-            dimensions_map={**metric.dimensions, "InstanceType": instance_type},
+            dimensions_map={**(metric.dimensions or {}), "InstanceType": instance_type},
             label=f"{metric.label} {instance_type}" if metric.label else instance_type,
         )
 

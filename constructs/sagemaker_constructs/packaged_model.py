@@ -7,10 +7,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 
 from constructs import Construct
+from d2sm_contract import INFERENCE_MODE_ENV
 
 from .nag import skip_checkov
 from .registry import ModelRegistry
-from .settings import ModelVersion
+from .settings import CURRENT_VERSION, ModelVersion
 
 InferenceMode = Literal["realtime", "async", "serverless", "batch"]
 
@@ -42,7 +43,7 @@ class PackagedModel(Construct):
         role: iam.IRole,
         mode: InferenceMode,
         instance_type: str | None,
-        version: ModelVersion = ModelVersion(),
+        version: ModelVersion = CURRENT_VERSION,
     ) -> None:
         super().__init__(scope, construct_id)
         self.mode = mode
@@ -58,7 +59,7 @@ class PackagedModel(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=registry.package_arn_for(self, version),
                 inference_specification_name=self.specification,
-                environment={"INFERENCE_MODE": mode},
+                environment={INFERENCE_MODE_ENV: mode},
             ),
         )
         # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).

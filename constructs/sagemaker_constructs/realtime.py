@@ -74,11 +74,14 @@ class RealtimeEndpoint(InferenceEndpoint):
         shadow = config.shadow_variant()
         self.variant_names = [plan.name for plan in plans]
         self.shadow_variant_name = None if shadow is None else shadow.name
-        self._name_experiment_endpoint(plans, config.instance_pools)
+        self.endpoint_name = self._experiment_endpoint_name(plans, config.instance_pools)
         self.instance_types = config.instance_types
-        self._monitor_variants(monitoring, alarm_topic)
+        self.metrics, self.alarms, self.variant_alarms = self._monitor_variants(monitoring, alarm_topic)
+        names = [*self.variant_names, *filter(None, [self.shadow_variant_name])]
+        # Every variant's metrics (the shadow's too, for the dashboard).
+        self.variant_metrics = {name: EndpointMetrics(self.endpoint_name, name, "realtime") for name in names}
         rollback_alarms = [alarm for alarms in self.variant_alarms.values() for alarm in alarms.rollback]
-        self._create_endpoint(
+        self.endpoint_config, self.endpoint = self._create_endpoint(
             [variant(plan) for plan in plans],
             autoscaled=any(plan.scaling is not None for plan in plans),
             deployment_config=blue_green_deployment(config.rollout, rollback_alarms),
@@ -90,6 +93,7 @@ class RealtimeEndpoint(InferenceEndpoint):
                 *(["DataCaptureConfig"] if capture is not None else []),
             ],
         )
+        self.endpoint_arn = self.endpoint.ref
         self._let_roles_read_rollback_alarms(
             [m.role for m in (model, *models.values()) if m is not None],
             rollback_alarms if config.rollout.auto_rollback else [],
@@ -101,42 +105,40 @@ class RealtimeEndpoint(InferenceEndpoint):
                 self.variant_scaling[plan.name] = self._scale_variant(plan.name, plan.scaling)
         self.scaling: ScalableInstanceCount | None = self.variant_scaling.get(VARIANT_NAME)
 
-    def _monitor_variants(self, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None) -> None:
-        """Metrics of every variant (the shadow's too, for the dashboard) and alarms on each
-        production variant; a deployment rolls back on any production variant's rollback alarms.
-        The shadow is not alarmed: callers never get its answers."""
+    def _monitor_variants(
+        self, monitoring: MonitoringConfig | None, alarm_topic: sns.ITopic | None
+    ) -> tuple[EndpointMetrics, EndpointAlarms | None, dict[str, EndpointAlarms]]:
+        """(metrics, alarms, alarms per production variant): the endpoint's own for the one default
+        variant; otherwise the first variant's metrics and alarms on each production variant (none
+        for the endpoint as a whole). A deployment rolls back on any production variant's rollback
+        alarms. The shadow is not alarmed: callers never get its answers."""
         if self.variant_names == [VARIANT_NAME]:
-            self._monitor("realtime", monitoring, alarm_topic, self.instance_types)
-            self.variant_alarms = {} if self.alarms is None else {VARIANT_NAME: self.alarms}
-        else:
-            self.metrics = EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime")
-            self.alarms = None
-            self.variant_alarms: dict[str, EndpointAlarms] = {}
-            if monitoring is not None and monitoring.enabled:
-                for name in self.variant_names:
-                    self.variant_alarms[name] = EndpointAlarms(
-                        self,
-                        f"{name}Alarms",
-                        metrics=EndpointMetrics(self.endpoint_name, name, "realtime"),
-                        thresholds=monitoring.alarms,
-                        topic=alarm_topic,
-                    )
-        names = [*self.variant_names, *filter(None, [self.shadow_variant_name])]
-        self.variant_metrics = {name: EndpointMetrics(self.endpoint_name, name, "realtime") for name in names}
+            metrics, alarms = self._monitor("realtime", monitoring, alarm_topic, self.instance_types)
+            return metrics, alarms, {} if alarms is None else {VARIANT_NAME: alarms}
+        variant_alarms = {}
+        if monitoring is not None and monitoring.enabled:
+            for name in self.variant_names:
+                variant_alarms[name] = EndpointAlarms(
+                    self,
+                    f"{name}Alarms",
+                    metrics=EndpointMetrics(self.endpoint_name, name, "realtime"),
+                    thresholds=monitoring.alarms,
+                    topic=alarm_topic,
+                )
+        return EndpointMetrics(self.endpoint_name, self.variant_names[0], "realtime"), None, variant_alarms
 
-    def _name_experiment_endpoint(self, plans: list[VariantPlan], instance_pools: list[str] | None) -> None:
+    def _experiment_endpoint_name(self, plans: list[VariantPlan], instance_pools: list[str] | None) -> str:
         """One variant: `endpoint_name`'s rule. Several: the name ends in a hash of each autoscaled
         variant's instance type, so changing any of them makes a new endpoint, as it must."""
         autoscaled = [f"{plan.name}={plan.instance_type}" for plan in plans if plan.scaling is not None]
         if len(plans) == 1 or not autoscaled:
-            self._name_endpoint(
+            return self._endpoint_name(
                 instance_type=plans[0].instance_type,
                 autoscaled=bool(autoscaled),
                 instance_pools=instance_pools,
             )
-            return
         digest = hashlib.sha256(",".join(autoscaled).encode()).hexdigest()[:8]
-        self.endpoint_name = endpoint_name(f"{self.name_prefix}-{digest}")
+        return endpoint_name(f"{self.name_prefix}-{digest}")
 
     def _scale_variant(self, variant_name: str, scaling: RealtimeScaling) -> ScalableInstanceCount:
         scalable = self.auto_scale_instance_count(

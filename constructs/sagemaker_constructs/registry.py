@@ -9,7 +9,7 @@ from constructs import Construct, IConstruct
 from .images import InferenceImages
 from .instance_types import is_gpu
 from .model_data import ModelData
-from .settings import ModelVersion
+from .settings import CURRENT_VERSION, ModelVersion
 
 # What the container's decoders and encoder accept (container/inference_server owns the list).
 SUPPORTED_CONTENT_TYPES = [
@@ -106,7 +106,7 @@ class ModelRegistry(Construct):
             description="Model package version that the Detectron2 inference stacks deploy",
         )
 
-    def package_arn_for(self, scope: IConstruct, version: ModelVersion = ModelVersion()) -> str:
+    def package_arn_for(self, scope: Construct, version: ModelVersion = CURRENT_VERSION) -> str:
         """The ARN of `version` as a Model in `scope`'s stack names it.
 
         The current registration comes from this construct (through SSM when `scope` is in another

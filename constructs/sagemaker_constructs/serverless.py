@@ -25,9 +25,9 @@ class ServerlessEndpoint(InferenceEndpoint):
     ) -> None:
         super().__init__(scope, construct_id, name_prefix=name_prefix)
         # Provisioned-concurrency scaling never blocks an update: there is no instance type to change.
-        self._name_endpoint(instance_type=None, autoscaled=False)
-        self._monitor("serverless", monitoring, alarm_topic)
-        self._create_endpoint(
+        self.endpoint_name = self._endpoint_name(instance_type=None, autoscaled=False)
+        self.metrics, self.alarms = self._monitor("serverless", monitoring, alarm_topic)
+        self.endpoint_config, self.endpoint = self._create_endpoint(
             [
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
@@ -42,6 +42,7 @@ class ServerlessEndpoint(InferenceEndpoint):
             autoscaled=False,
             deployment_config=self._deployment(config.rollout),
         )
+        self.endpoint_arn = self.endpoint.ref
         self._let_roles_read_rollback_alarms([model.role], self._rollback_alarms(config.rollout))
         self.scaling: ScalableProvisionedConcurrency | None = None
         scaling = config.provisioned_concurrency_scaling

@@ -1,10 +1,13 @@
 """Encrypted storage every mode writes into: one KMS key, the artifacts bucket and its access-log bucket."""
 
+from typing import cast
+
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
+import d2sm_contract as contract
 from constructs import Construct
 
 from .nag import acknowledge, skip_checkov
@@ -18,19 +21,16 @@ class ArtifactStore(Construct):
     the key are retained on stack deletion: they hold user data.
     """
 
-    ASYNC_INPUT_PREFIX = "async/input"
-    ASYNC_OUTPUT_PREFIX = "async/output"
-    ASYNC_FAILURE_PREFIX = "async/failure"
-    BATCH_INPUT_PREFIX = "batch/input"
-    # A batch is submitted by writing batch/submit/<batch-id> last; outside the input prefix, a marker
-    # is never sent to the model as a record.
-    BATCH_SUBMIT_PREFIX = "batch/submit"
-    BATCH_OUTPUT_PREFIX = "batch/output"
-    # Model versions registered outside this app (`d2sm register` uploads them here), so a version
-    # pinned in config can be deployed: the execution role reads this prefix.
-    MODELS_PREFIX = "models"
-    REALTIME_CAPTURE_PREFIX = "capture/realtime"
-    ASYNC_CAPTURE_PREFIX = "capture/async"
+    # The layout the client relies on too (d2sm_contract says what each prefix holds).
+    ASYNC_INPUT_PREFIX = contract.ASYNC_INPUT_PREFIX
+    ASYNC_OUTPUT_PREFIX = contract.ASYNC_OUTPUT_PREFIX
+    ASYNC_FAILURE_PREFIX = contract.ASYNC_FAILURE_PREFIX
+    BATCH_INPUT_PREFIX = contract.BATCH_INPUT_PREFIX
+    BATCH_SUBMIT_PREFIX = contract.BATCH_SUBMIT_PREFIX
+    BATCH_OUTPUT_PREFIX = contract.BATCH_OUTPUT_PREFIX
+    MODELS_PREFIX = contract.MODELS_PREFIX
+    REALTIME_CAPTURE_PREFIX = contract.REALTIME_CAPTURE_PREFIX
+    ASYNC_CAPTURE_PREFIX = contract.ASYNC_CAPTURE_PREFIX
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -98,7 +98,7 @@ class ArtifactStore(Construct):
         Set on the bucket resource itself: the L2 `event_bridge_enabled` goes through a
         notifications custom resource (a Lambda function) for what is one property.
         """
-        cfn_bucket = self.bucket.node.default_child
+        cfn_bucket = cast(s3.CfnBucket, self.bucket.node.default_child)
         cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
             event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
                 event_bridge_enabled=True

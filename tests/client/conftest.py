@@ -1,76 +1,27 @@
-"""A moto server on 127.0.0.1 holding what the CDK app deploys, and helpers to run `d2sm` against it.
-
-The stacks are real CloudFormation stacks in moto (their outputs are what the client reads); the
-SageMaker resources are created through the SageMaker API because moto's CloudFormation skips some.
-"""
+"""Fixtures of the client tests: a moto server on 127.0.0.1 holding what the CDK app deploys (its
+stacks carry the outputs the app really synthesizes), and the batch pipeline played by a thread."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import requests
-from moto.sagemakerruntime.models import SageMakerRuntimeBackend
+from moto.sagemaker.models import FakeTransformJob
+from moto.server import ThreadedMotoServer
 
-REPO = Path(__file__).resolve().parents[2]
-CLIENT_SRC = REPO / "client" / "src"
-# This tree's client, whichever checkout the venv's editable install points at.
-if str(CLIENT_SRC) not in sys.path:
-    sys.path.insert(0, str(CLIENT_SRC))
-
-from moto.sagemakerruntime.responses import SageMakerRuntimeResponse  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from d2sm.cli import main  # noqa: E402
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-APP = "Detectron2"
-GROUP = "detectron2-maskrcnn"
-GPU_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/cdk-hnb659fds-container-assets:gpu"
-CPU_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/cdk-hnb659fds-container-assets:cpu"
-INITIAL_MODEL = "s3://cdk-hnb659fds-assets/abc123.tar.gz"
-JOB_NAME_PREFIX = "detectron2-batch-"
-ENDPOINTS = {"Realtime": "realtime-endpoint", "Serverless": "serverless-endpoint", "Async": "async-endpoint"}
+from .batch_pipeline import Pipeline
+from .helpers import REGION, Deployment, accept_binary_invocations, deploy, serialize_canned_answers
 
 
-def accept_binary_invocations() -> None:
-    """moto 5.2.5's server decodes every request body as UTF-8, so InvokeEndpoint with JPEG bytes
-    answers 500. Let sagemaker-runtime bodies through as latin-1 text: byte for byte, and still a str
-    for moto's JSON bookkeeping of which canned answer a request got."""
-    original = SageMakerRuntimeResponse.setup_class
-
-    def setup_class(self, request, full_url=None, headers=None, use_raw_body=None):
-        original(self, request, full_url, headers, use_raw_body=True)
-        if isinstance(self.body, bytes):
-            self.body = self.body.decode("latin-1")
-
-    SageMakerRuntimeResponse.setup_class = setup_class
-
-
-def serialize_canned_answers() -> None:
-    """moto hands out canned InvokeEndpoint answers from a queue and a per-endpoint dict it creates
-    on first use without a lock: two concurrent first calls (`invoke --concurrency 2`) can replace
-    each other's dict and one answers 500. One call at a time inside moto; the client still sends
-    them concurrently."""
-    original = SageMakerRuntimeBackend.invoke_endpoint
-    lock = threading.Lock()
-
-    def invoke_endpoint(self, endpoint_name, unique_repr):
-        with lock:
-            return original(self, endpoint_name, unique_repr)
-
-    SageMakerRuntimeBackend.invoke_endpoint = invoke_endpoint
+@pytest.fixture(scope="session")
+def synthesized_outputs(shipped) -> dict[str, dict[str, dict]]:
+    """Stack name -> the Outputs section of its template, as the default configuration synthesizes."""
+    synth = shipped(None)
+    keys = ["shared", *synth.stacks.modes]
+    return {synth.stack_name(key): synth.template(key).get("Outputs", {}) for key in keys}
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +39,7 @@ def moto_url() -> Iterator[str]:
 def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Credentials for moto, every AWS endpoint pointed at it, nothing read from ~/.aws."""
     requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
-    for name in [n for n in list(__import__("os").environ) if n.startswith("AWS_")]:
+    for name in [n for n in list(os.environ) if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     env = {
         "AWS_ENDPOINT_URL": moto_url,
@@ -104,208 +55,32 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> d
     return env
 
 
-def stack(cloudformation, name: str, outputs: dict[str, str], resources: dict | None = None) -> None:
-    template = {
-        "Resources": resources or {"Marker": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
-    }
-    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template))
-
-
-def stack_outputs(cloudformation, name: str) -> dict[str, str]:
-    outputs = cloudformation.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]
-    return {o["OutputKey"]: o["OutputValue"] for o in outputs}
-
-
-@dataclass
-class Deployment:
-    url: str
-    bucket: str
-    success_topic: str
-    error_topic: str
-
-    def client(self, service: str):
-        return boto3.client(service, region_name=REGION)
-
-    def canned_results(self, bodies: list[str]) -> None:
-        """Queue InvokeEndpoint answers: each distinct request takes the next one."""
-        results = [
-            {"Body": body, "ContentType": "application/json", "InvokedProductionVariant": "AllTraffic"}
-            for body in bodies
-        ]
-        response = requests.post(
-            f"{self.url}/moto-api/static/sagemaker/endpoint-results", json={"results": results}, timeout=10
-        )
-        response.raise_for_status()
-
-    def canned_async_results(self, results: list[tuple[bool, str]]) -> None:
-        body = {"results": [{"is_failure": failed, "data": data} for failed, data in results]}
-        requests.post(
-            f"{self.url}/moto-api/static/sagemaker/async-endpoint-results", json=body, timeout=10
-        ).raise_for_status()
+@pytest.fixture
+def deployed(aws_env: dict[str, str], synthesized_outputs: dict[str, dict[str, dict]]) -> Deployment:
+    return deploy(aws_env["AWS_ENDPOINT_URL"], synthesized_outputs)
 
 
 @pytest.fixture
-def deployed(aws_env: dict[str, str]) -> Deployment:
-    return deploy(aws_env["AWS_ENDPOINT_URL"])
+def pipeline(deployed, monkeypatch):
+    """Starts Pipeline threads. moto marks a new transform job Completed inside its constructor; the
+    client polling in parallel could see that before the thread sets the real status. Here a job
+    is InProgress from the moment it exists, as SageMaker's is, whatever the interleaving."""
+    created = FakeTransformJob.__init__
 
+    def in_progress_at_creation(self, *args, **kwargs):
+        created(self, *args, **kwargs)
+        self.transform_job_status = "InProgress"
 
-def deploy(url: str) -> Deployment:
-    """What `cdk deploy --all` leaves: stacks with outputs, a group with one version, three endpoints.
-    Needs AWS_ENDPOINT_URL and credentials for moto in the environment."""
-    cloudformation = boto3.client("cloudformation", region_name=REGION)
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
-    stack(
-        cloudformation,
-        f"{APP}-Shared",
-        {"ArtifactsBucketName": {"Ref": "Artifacts"}, "ModelPackageGroupName": GROUP},
-        {"Artifacts": {"Type": "AWS::S3::Bucket"}},
-    )
-    bucket = stack_outputs(cloudformation, f"{APP}-Shared")["ArtifactsBucketName"]
-    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
-    specification = {
-        "SupportedContentTypes": ["image/jpeg", "image/png"],
-        "SupportedResponseMIMETypes": ["application/json"],
-    }
-    version_arn = sagemaker.create_model_package(
-        ModelPackageGroupName=GROUP,
-        ModelPackageDescription="Detectron2 Mask R-CNN",
-        ModelApprovalStatus="Approved",
-        InferenceSpecification={
-            "Containers": [{"Image": GPU_IMAGE, "ModelDataUrl": INITIAL_MODEL}],
-            **specification,
-        },
-        AdditionalInferenceSpecifications=[
-            {
-                "Name": "cpu",
-                "Containers": [{"Image": CPU_IMAGE, "ModelDataUrl": INITIAL_MODEL}],
-                **specification,
-            }
-        ],
-    )["ModelPackageArn"]
-    role = f"arn:aws:iam::{ACCOUNT}:role/execution"
-    sagemaker.create_model(
-        ModelName="Batch-model", PrimaryContainer={"ModelPackageName": version_arn}, ExecutionRoleArn=role
-    )
-    for mode, endpoint in ENDPOINTS.items():
-        # As the CDK app does: the model takes its image and data from the registered version.
-        sagemaker.create_model(
-            ModelName=f"{mode}-model",
-            PrimaryContainer={"ModelPackageName": version_arn},
-            ExecutionRoleArn=role,
-        )
-        sagemaker.create_endpoint_config(
-            EndpointConfigName=f"{mode}-config",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": f"{mode}-model",
-                    "InitialInstanceCount": 1,
-                    "InstanceType": "ml.g4dn.xlarge",
-                }
-            ],
-        )
-        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{mode}-config")
-    # Each endpoint stack also names the config it deployed (what `verify` compares with the live one).
-    stack(
-        cloudformation,
-        f"{APP}-Realtime",
-        {"EndpointName": ENDPOINTS["Realtime"], "EndpointConfigName": "Realtime-config"},
-    )
-    stack(
-        cloudformation,
-        f"{APP}-Serverless",
-        {"EndpointName": ENDPOINTS["Serverless"], "EndpointConfigName": "Serverless-config"},
-    )
-    stack(
-        cloudformation,
-        f"{APP}-Async",
-        {
-            "EndpointName": ENDPOINTS["Async"],
-            "EndpointConfigName": "Async-config",
-            "InputUri": f"s3://{bucket}/async/input",
-            "OutputUri": f"s3://{bucket}/async/output",
-            "FailureUri": f"s3://{bucket}/async/failure",
-            "SuccessTopicArn": {"Ref": "SuccessTopic"},
-            "ErrorTopicArn": {"Ref": "ErrorTopic"},
-        },
-        {"SuccessTopic": {"Type": "AWS::SNS::Topic"}, "ErrorTopic": {"Type": "AWS::SNS::Topic"}},
-    )
-    stack(
-        cloudformation,
-        f"{APP}-Batch",
-        {
-            "ModelName": "Batch-model",
-            "JobNamePrefix": JOB_NAME_PREFIX,
-            "SubmitUri": f"s3://{bucket}/batch/submit/",
-            "InputUri": f"s3://{bucket}/batch/input/",
-            "OutputUri": f"s3://{bucket}/batch/output/",
-            "NotificationTopicArn": {"Ref": "Notifications"},
-        },
-        {"Notifications": {"Type": "AWS::SNS::Topic"}},
-    )
-    outputs = stack_outputs(cloudformation, f"{APP}-Async")
-    return Deployment(url, bucket, outputs["SuccessTopicArn"], outputs["ErrorTopicArn"])
+    monkeypatch.setattr(FakeTransformJob, "__init__", in_progress_at_creation)
+    started: list[Pipeline] = []
 
+    def start(answers, **kwargs) -> Pipeline:
+        thread = Pipeline(deployed.bucket, answers, **kwargs)
+        thread.start()
+        started.append(thread)
+        return thread
 
-def photo(path: Path, size: tuple[int, int] = (160, 120), seed: int = 0) -> Path:
-    """A JPEG/PNG of a light gradient with two darker blobs, deterministic per seed."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([180 + 40 * x / width, 170 + 40 * y / height, np.full_like(x, 190.0)], axis=-1)
-    pixels += rng.normal(0, 3, pixels.shape)
-    pixels[(x - width * 0.3) ** 2 + (y - height * 0.5) ** 2 < (height * 0.25) ** 2] = (200, 40, 40)
-    pixels[(x - width * 0.72) ** 2 + (y - height * 0.45) ** 2 < (height * 0.2) ** 2] = (40, 60, 200)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-    return path
-
-
-def detections(width: int = 160, height: int = 120) -> dict:
-    """A result as the container writes it: two instances with COCO RLE masks (circles) and boxes."""
-    y, x = np.mgrid[0:height, 0:width]
-    instances = []
-    for class_id, name, score, (cx, cy, r) in [
-        (0, "balloon", 0.98, (width * 0.3, height * 0.5, height * 0.25)),
-        (1, "person", 0.61, (width * 0.72, height * 0.45, height * 0.2)),
-    ]:
-        mask = ((x - cx) ** 2 + (y - cy) ** 2 < r**2).astype(np.uint8)
-        rle = mask_util.encode(np.asfortranarray(mask))
-        instances.append(
-            {
-                "class_id": class_id,
-                "class_name": name,
-                "score": score,
-                "box": [cx - r, cy - r, cx + r, cy + r],
-                "mask": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
-            }
-        )
-    return {"image": {"height": height, "width": width}, "instances": instances}
-
-
-def error_object(code: str = "invalid_input", message: str = "the body is not a JPEG") -> dict:
-    return {"error": {"code": code, "message": message, "request_id": "req-1"}}
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def d2sm(capsys: pytest.CaptureFixture, *args: str) -> Run:
-    """The console script's entry point in this process (so tests can reach into moto's backends)."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-def d2sm_process(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The installed `d2sm` console script as a separate process."""
-    script = Path(sys.executable).with_name("d2sm")
-    env = {**env, "PYTHONPATH": str(CLIENT_SRC)}
-    return subprocess.run(
-        [str(script), *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    yield start
+    for thread in started:
+        thread.stop.set()
+        thread.join(timeout=5)

@@ -70,7 +70,11 @@ class FakeHandler(BaseHTTPRequestHandler):
         if hold:
             self.server.release.wait()
         if number < self.server.refuse_first:
-            error = {"code": "overloaded", "message": "the queue is full", "request_id": f"r{number}"}
+            error: dict[str, object] = {
+                "code": "overloaded",
+                "message": "the queue is full",
+                "request_id": f"r{number}",
+            }
             if self.server.retry_after_s is not None:
                 error["retry_after_s"] = self.server.retry_after_s
             headers = (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import boto3
 
-from .conftest import REGION, d2sm, detections, error_object, photo
+from .helpers import REGION, d2sm, detections, error_object, photo
 
 
 def test_folder_results_saved_and_inputs_under_the_async_prefix(deployed, tmp_path, capsys):

@@ -4,103 +4,11 @@ starts the transform job (in moto) and writes `<image>.out` results and `_summar
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import boto3
 import pytest
-from moto.sagemaker.models import FakeTransformJob, sagemaker_backends
 
-from .conftest import ACCOUNT, JOB_NAME_PREFIX, REGION, d2sm, detections, error_object, photo
-
-
-class Pipeline(threading.Thread):
-    """What the deployed pipeline does, per the batch convention (README, "Batch transform")."""
-
-    def __init__(self, bucket: str, answers: dict[str, dict], *, status: str = "Completed", reason: str = ""):
-        """status NotCreated: the create call is refused, only the summary says so."""
-        super().__init__(daemon=True)
-        self.bucket, self.answers, self.status, self.reason = bucket, answers, status, reason
-        self.inputs_at_submit: list[str] = []
-        self.job_name: str | None = None
-        self.stop = threading.Event()
-
-    def run(self):
-        s3 = boto3.client("s3", region_name=REGION)
-        while not self.stop.is_set():
-            markers = s3.list_objects_v2(Bucket=self.bucket, Prefix="batch/submit/").get("Contents", [])
-            if markers:
-                break
-            time.sleep(0.02)
-        else:
-            return
-        batch_id = markers[0]["Key"].rsplit("/", 1)[1]
-        listed = s3.list_objects_v2(Bucket=self.bucket, Prefix=f"batch/input/{batch_id}/").get("Contents", [])
-        self.inputs_at_submit = sorted(o["Key"] for o in listed)
-        self.job_name = JOB_NAME_PREFIX + batch_id
-        if self.status == "NotCreated":
-            summary = {"batchId": batch_id, "status": "NotCreated", "failureReason": self.reason}
-            s3.put_object(
-                Bucket=self.bucket, Key=f"batch/output/{batch_id}/_summary.json", Body=json.dumps(summary)
-            )
-            return
-        boto3.client("sagemaker", region_name=REGION).create_transform_job(
-            TransformJobName=self.job_name,
-            ModelName="Batch-model",
-            TransformInput={
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": f"s3://{self.bucket}/batch/input/{batch_id}/",
-                    }
-                }
-            },
-            TransformOutput={"S3OutputPath": f"s3://{self.bucket}/batch/output/{batch_id}/"},
-            TransformResources={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1},
-        )
-        # InProgress from its creation (see the `pipeline` fixture) until the outputs exist.
-        job = sagemaker_backends[ACCOUNT][REGION].transform_jobs[self.job_name]
-        if self.status == "Completed":
-            for key in self.inputs_at_submit:
-                name = key.rsplit("/", 1)[1]
-                s3.put_object(
-                    Bucket=self.bucket,
-                    Key=f"batch/output/{batch_id}/{name}.out",
-                    Body=json.dumps(self.answers[name]),
-                )
-            summary = {"batch_id": batch_id, "records": len(self.inputs_at_submit)}
-            s3.put_object(
-                Bucket=self.bucket, Key=f"batch/output/{batch_id}/_summary.json", Body=json.dumps(summary)
-            )
-        # The reason first: a DescribeTransformJob in between must never see Failed without it.
-        job.failure_reason = self.reason
-        job.transform_job_status = self.status
-
-
-@pytest.fixture
-def pipeline(deployed, monkeypatch):
-    """Starts Pipeline threads. moto marks a new transform job Completed inside its constructor; the
-    client polling in parallel could see that before the thread sets the real status. Here a job
-    is InProgress from the moment it exists, as SageMaker's is, whatever the interleaving."""
-    created = FakeTransformJob.__init__
-
-    def in_progress_at_creation(self, *args, **kwargs):
-        created(self, *args, **kwargs)
-        self.transform_job_status = "InProgress"
-
-    monkeypatch.setattr(FakeTransformJob, "__init__", in_progress_at_creation)
-    started: list[Pipeline] = []
-
-    def start(answers, **kwargs) -> Pipeline:
-        thread = Pipeline(deployed.bucket, answers, **kwargs)
-        thread.start()
-        started.append(thread)
-        return thread
-
-    yield start
-    for thread in started:
-        thread.stop.set()
-        thread.join(timeout=5)
+from .helpers import JOB_NAME_PREFIX, REGION, d2sm, detections, error_object, photo
 
 
 def test_folder_submitted_followed_and_downloaded(deployed, pipeline, tmp_path, capsys):
@@ -194,11 +102,13 @@ def test_job_never_started_times_out_naming_the_batch(deployed, tmp_path, capsys
         ),
         (
             "ends-",
-            "error: batch id 'ends-' may only hold letters, digits and '-', and must end with a letter or digit\n",
+            "error: batch id 'ends-' may only hold letters, digits and '-', and must end with a letter or "
+            "digit\n",
         ),
         (
             "x" * 50,
-            f"error: batch id '{'x' * 50}' is too long: {JOB_NAME_PREFIX}{'x' * 50} must be at most 63 characters (at most 46 for the id)\n",
+            f"error: batch id '{'x' * 50}' is too long: {JOB_NAME_PREFIX}{'x' * 50} must be at most 63 "
+            "characters (at most 46 for the id)\n",
         ),
     ],
 )
@@ -212,7 +122,7 @@ def test_bad_batch_id_uploads_nothing(deployed, tmp_path, capsys, batch_id, mess
 def test_stack_without_the_pipeline_outputs(deployed, tmp_path, capsys):
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     cloudformation.delete_stack(StackName="Detectron2-Batch")
-    from .conftest import stack
+    from .helpers import stack
 
     stack(cloudformation, "Detectron2-Batch", {"InputUri": f"s3://{deployed.bucket}/batch/input"})
     photo(tmp_path / "a.jpg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from .conftest import d2sm_process, detections, photo
+from .helpers import d2sm_process, detections, photo
 
 
 def test_invoke_then_show_from_the_shell(deployed, aws_env, tmp_path):

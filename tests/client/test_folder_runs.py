@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLIENT_SRC, d2sm, detections, photo
 from .fake_server import FakeServer
+from .helpers import CLIENT_SRC, d2sm, detections, photo
 
 
 @pytest.fixture
@@ -150,6 +150,7 @@ def test_ctrl_c_sends_nothing_more_and_waits_for_what_is_in_flight(fake, tmp_pat
         assert server.held.wait(timeout=120), "the client never sent its first requests"
         process.send_signal(signal.SIGINT)
         # The client says it is waiting before the held requests are answered: nothing raced.
+        assert process.stderr is not None
         first_line = process.stderr.readline()
         assert first_line == (
             "interrupted: 4 not sent; waiting for the 2 request(s) in flight (Ctrl-C again to stop at once)\n"

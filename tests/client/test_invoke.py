@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from moto.sagemaker.models import sagemaker_backends
 
-from .conftest import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object, photo
+from .helpers import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object, photo
 
 
 def test_one_image_realtime_saves_the_result_beside_it(deployed, tmp_path, capsys):
@@ -201,7 +201,7 @@ def test_throttled_after_every_retry_is_one_line(deployed, throttling, tmp_path,
 def model_error(status: int, retry_after_s: int | None = 0) -> tuple[int, str, dict]:
     """What InvokeEndpoint answers when the container answered `status`: ModelError (424) carrying
     the container's status and body."""
-    error = {"code": "overloaded", "message": "the queue is full", "request_id": "r1"}
+    error: dict[str, object] = {"code": "overloaded", "message": "the queue is full", "request_id": "r1"}
     if retry_after_s is not None:
         error["retry_after_s"] = retry_after_s
     return (
@@ -256,7 +256,7 @@ def test_inference_component_and_target_variant_reach_the_request(deployed, thro
 def test_inference_component_defaults_to_the_stack_output(deployed, throttling, tmp_path, capsys):
     import boto3
 
-    from .conftest import stack
+    from .helpers import stack
 
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     cloudformation.delete_stack(StackName="Detectron2-Realtime")

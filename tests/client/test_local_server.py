@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import CLIENT_SRC, REPO, d2sm
+from .helpers import CLIENT_SRC, REPO, d2sm
 
 pytest.importorskip("torch", reason="the local server runs the model with torch")
 
@@ -24,7 +24,9 @@ CONTAINER = REPO / "container"
 PHOTOS = sorted((REPO / "tests" / "data" / "images").glob("*.jpg"))
 READY_TIMEOUT_S = 300  # a busy 2-core machine imports torch and loads the model in tens of seconds
 # The server's settings; cleared so a developer's shell cannot change what the tests see.
-SERVER_ENV_VARS = {"INFERENCE_MODE", "MODEL_COPIES", "MAX_QUEUE_DEPTH", "LOG_LEVEL", "REQUEST_TIMEOUT_S"}
+# The child processes get only these from this environment: no server setting (the container's
+# settings module owns their names) and no AWS credentials leak in from the developer's shell.
+INHERITED = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT"}
 
 
 def free_port() -> int:
@@ -34,7 +36,7 @@ def free_port() -> int:
 
 
 def client_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_VARS and not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items() if k in INHERITED}
     return {**env, "PYTHONPATH": str(CLIENT_SRC)}
 
 
@@ -83,6 +85,7 @@ def served(model_tarball, tmp_path_factory):
         process.wait()
 
 
+@pytest.mark.needs_torch
 def test_invoke_url_saves_what_the_server_answers_and_show_draws_it(served, tmp_path, capsys):
     url, _, _ = served
     image = tmp_path / "photo.jpg"
@@ -107,6 +110,7 @@ def test_invoke_url_saves_what_the_server_answers_and_show_draws_it(served, tmp_
     assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.needs_torch
 def test_folder_against_the_local_server_with_attributes(served, tmp_path, capsys):
     url, _, _ = served
     for photo in PHOTOS[:3]:
@@ -121,6 +125,7 @@ def test_folder_against_the_local_server_with_attributes(served, tmp_path, capsy
         assert len(json.loads((tmp_path / f"{photo.name}.json").read_text())["instances"]) <= 1
 
 
+@pytest.mark.needs_torch
 def test_bad_option_is_the_servers_one_line(served, tmp_path, capsys):
     url, _, _ = served
     image = tmp_path / "photo.jpg"
@@ -131,6 +136,7 @@ def test_bad_option_is_the_servers_one_line(served, tmp_path, capsys):
     assert run.err.count("\n") == 1
 
 
+@pytest.mark.needs_torch
 def test_bench_prints_a_table_per_concurrency(served, tmp_path, capsys):
     url, _, _ = served
     run = d2sm(
@@ -142,6 +148,7 @@ def test_bench_prints_a_table_per_concurrency(served, tmp_path, capsys):
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["throughput_rps"] > 0 for r in rows)
 
 
+@pytest.mark.needs_torch
 def test_ctrl_c_stops_the_server_gracefully(served):
     """Last in the module: the signal goes to d2sm, which passes it on once; the server exits 0."""
     url, process, log_path = served
@@ -175,6 +182,7 @@ def test_bad_model_is_one_line(tmp_path, make, message):
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.needs_torch
 def test_python_without_the_serving_packages_is_one_line(model_tarball, tmp_path):
     bare = tmp_path / "bare-python"
     bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages
@@ -191,6 +199,7 @@ def test_python_without_the_serving_packages_is_one_line(model_tarball, tmp_path
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.needs_torch
 def test_serve_without_the_container_folder_says_how(model_tarball, tmp_path):
     result = subprocess.run(
         d2sm_command("serve", model_tarball), env=client_env(), capture_output=True, text=True, cwd=tmp_path
@@ -202,6 +211,7 @@ def test_serve_without_the_container_folder_says_how(model_tarball, tmp_path):
     )
 
 
+@pytest.mark.needs_torch
 def test_docker_without_a_daemon_is_one_line(model_tarball, tmp_path):
     if shutil.which("docker") is None:
         expected = "error: --docker: no docker command on PATH\n"

@@ -15,7 +15,7 @@ from moto.sagemaker.models import sagemaker_backends
 
 from d2sm import __version__
 
-from .conftest import ACCOUNT, APP, ENDPOINTS, GPU_IMAGE, GROUP, INITIAL_MODEL, REGION, d2sm, d2sm_process
+from .helpers import ACCOUNT, APP, ENDPOINTS, GPU_IMAGE, GROUP, INITIAL_MODEL, REGION, d2sm, d2sm_process
 
 ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{GROUP}"
 
@@ -216,7 +216,7 @@ def test_status_of_an_inference_component(deployed, capsys, monkeypatch):
     documents it; everything else comes from moto."""
     from d2sm.aws import Aws
 
-    from .conftest import stack
+    from .helpers import stack
 
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     cloudformation.delete_stack(StackName=f"{APP}-Realtime")

@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from .conftest import CPU_IMAGE, GPU_IMAGE, GROUP, REGION, d2sm
+from .helpers import CPU_IMAGE, GPU_IMAGE, GROUP, REGION, d2sm
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from d2sm.show import MASK_OPACITY, PALETTE
 
-from .conftest import d2sm, detections, error_object, photo
+from .helpers import d2sm, detections, error_object, photo
 
 
 def result_beside(image: Path, document: dict) -> Path:

@@ -11,8 +11,7 @@ from moto.sagemaker.models import sagemaker_backends
 
 from d2sm.verify import PHOTO, PHOTO_SIZE
 
-from .conftest import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object
-from .test_batch import pipeline  # noqa: F401 (the fixture)
+from .helpers import ACCOUNT, ENDPOINTS, REGION, d2sm, detections, error_object
 
 PHOTO_ANSWER = detections(width=PHOTO_SIZE["width"], height=PHOTO_SIZE["height"])
 
@@ -106,7 +105,7 @@ def test_an_endpoint_running_another_config_than_its_stack_deployed_fails(deploy
     )
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     cloudformation.delete_stack(StackName="Detectron2-Realtime")
-    from .conftest import stack
+    from .helpers import stack
 
     stack(
         cloudformation,

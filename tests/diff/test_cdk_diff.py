@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -12,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location("cdk_diff", REPO / "scripts" / "cdk_diff.py")
-cdk_diff = importlib.util.module_from_spec(SPEC)
-sys.modules["cdk_diff"] = cdk_diff
-SPEC.loader.exec_module(cdk_diff)
+cdk_diff = load_script("cdk_diff", REPO / "scripts" / "cdk_diff.py")
 
 BUCKET_REPLACED = """Stack Detectron2-Shared
 Resources
@@ -84,22 +82,25 @@ def test_comment_pages_stay_under_the_limit_and_carry_markers():
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """HEAD checked out beside this repo, with this tree's Makefile and diff script, and its CDK CLI."""
+    """A temporary clone of this repository at HEAD, with this tree's Makefile and diff script and
+    its CDK CLI. `--shared` borrows the objects read-only: the developer's repository gains no
+    worktree, ref or object, and the clone goes with pytest's tmp folder."""
     cdk = REPO / "node_modules" / ".bin" / "cdk"
     if not cdk.exists():
         pytest.fail("the CDK CLI is not installed: run `npm ci` (make install does)")
     tree = tmp_path_factory.mktemp("make-diff") / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(tree), "HEAD"], cwd=REPO, check=True, capture_output=True
-    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(REPO), str(tree)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", "--detach", head], cwd=tree, check=True)
     shutil.copy2(REPO / "Makefile", tree / "Makefile")
     (tree / "scripts").mkdir(exist_ok=True)
     shutil.copy2(REPO / "scripts" / "cdk_diff.py", tree / "scripts" / "cdk_diff.py")
     # A copy, not a link: a make rule may run `npm ci` there, which would empty a linked folder.
     shutil.copytree(REPO / "node_modules", tree / "node_modules", symlinks=True)
     (tree / "node_modules" / ".package-lock.json").touch()
-    yield tree
-    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+    return tree
 
 
 def make_diff(tree: Path, *variables: str) -> subprocess.CompletedProcess:
@@ -123,6 +124,7 @@ def make_diff(tree: Path, *variables: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_make_diff_shows_a_config_change_and_exits_0(clone):
     dev = clone / "config" / "dev.json"
     config = json.loads(dev.read_text())
@@ -142,6 +144,7 @@ def test_make_diff_shows_a_config_change_and_exits_0(clone):
     assert "DESTRUCTIVE" not in out
 
 
+@pytest.mark.slow
 def test_make_diff_fails_when_the_artifacts_bucket_is_replaced(clone):
     storage = clone / "constructs" / "sagemaker_constructs" / "storage.py"
     source = storage.read_text()

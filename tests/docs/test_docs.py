@@ -29,7 +29,7 @@ README_LIMIT_BYTES = 12_000
 
 
 def run_generator(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "constructs"), str(ROOT / "container")])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "container")}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "generate_docs.py"), *args],
         cwd=ROOT,

@@ -122,7 +122,8 @@ def script_job_statuses(monkeypatch, script: dict[str, list[tuple[str, str | Non
 
 
 def enforce_job_names(monkeypatch) -> None:
-    """CreateTransformJob refuses an existing name (ResourceInUse) and an invalid one (ValidationException)."""
+    """CreateTransformJob refuses an existing name (ResourceInUse) and an invalid one
+    (ValidationException)."""
     original = SageMakerModelBackend.create_transform_job
 
     def create(backend, transform_job_name, **kwargs):

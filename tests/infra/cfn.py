@@ -4,7 +4,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import CfnElement, Stack
 
 from constructs import IConstruct
 
@@ -35,6 +35,7 @@ def as_list(value: Any) -> list:
 def logical_id(construct: IConstruct) -> str:
     """Logical ID of an L1 resource, or of an L2 construct's default child."""
     resource = construct.node.default_child or construct
+    assert isinstance(resource, CfnElement), f"{construct.node.path} is no CloudFormation element"
     return Stack.of(construct).get_logical_id(resource)
 
 

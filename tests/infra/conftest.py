@@ -1,125 +1,19 @@
-"""One in-process synthesis of the app per session (with cdk.json's context, as the CLI would),
-shared by every template test; synth output goes to pytest's tmp dirs, never into the repo."""
+"""Session-wide syntheses of the shipped configurations for the template tests (see tests/synthesis.py)."""
 
-import importlib.util
-import json
-import shutil
-import subprocess
-from dataclasses import dataclass, field
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_app_module():
-    # app.py is a script at the repo root; load it by path so no other `app` module can win.
-    spec = importlib.util.spec_from_file_location("cdk_app", REPO_ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# Loaded before anything imports aws_cdk: app.py is the one place that silences jsii's Node 20 banner.
-cdk_app = _load_app_module()
-
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk import cx_api  # noqa: E402
-
-
-def cdk_json_context() -> dict:
-    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
-
-
-@dataclass
-class Synth:
-    stacks: object  # stacks.InferenceStacks
-    assembly: cx_api.CloudAssembly
-    outdir: Path
-    _templates: dict[str, dict] = field(default_factory=dict, repr=False)
-
-    def stack_name(self, key: str) -> str:
-        stack = self.stacks.shared if key == "shared" else self.stacks.modes[key]
-        return stack.stack_name
-
-    def template(self, key: str) -> dict:
-        """The template as written to the cloud assembly (read once; do not mutate)."""
-        if key not in self._templates:
-            path = self.outdir / f"{self.stack_name(key)}.template.json"
-            self._templates[key] = json.loads(path.read_text())
-        return self._templates[key]
-
-    def resources(self, key: str, resource_type: str) -> dict[str, dict]:
-        return {
-            logical_id: resource
-            for logical_id, resource in self.template(key)["Resources"].items()
-            if resource["Type"] == resource_type
-        }
-
-    def only(self, key: str, resource_type: str) -> tuple[str, dict]:
-        found = self.resources(key, resource_type)
-        assert len(found) == 1, f"{key}: expected one {resource_type}, found {sorted(found)}"
-        return next(iter(found.items()))
-
-
-def build(outdir: Path, config_dir: Path = cdk_app.CONFIG_DIR, **context: str):
-    """Build the app exactly as app.py does (config, stacks, cdk-nag), with cdk.json's context."""
-    app = cdk.App(context={**cdk_json_context(), **context}, outdir=str(outdir), stack_traces=False)
-    return app, cdk_app.build_app(app, config_dir=config_dir)
-
-
-def synthesize(outdir: Path, config_dir: Path = cdk_app.CONFIG_DIR, **context: str) -> Synth:
-    app, stacks = build(outdir, config_dir, **context)
-    return Synth(stacks, app.synth(), outdir)
-
-
-def synthesize_config(outdir: Path, overrides: dict) -> Synth:
-    """Synthesize with `overrides` as the environment file (`-c env=test`), e.g. a changed pin."""
-    config_dir = outdir.parent / f"{outdir.name}-config"
-    config_dir.mkdir(parents=True)
-    (config_dir / "test.json").write_text(json.dumps(overrides))
-    return synthesize(outdir, config_dir, env="test")
+from tests.synthesis import Synth, SynthCache
 
 
 @pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+def synth(shipped: SynthCache) -> Synth:
     """The default configuration, as `make synth` builds it on a fresh clone."""
-    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+    return shipped(None)
 
 
 @pytest.fixture(scope="session")
-def prod_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+def prod_synth(shipped: SynthCache) -> Synth:
     """config/prod.json: exercises provisioned concurrency scaling and a second stack prefix."""
-    return synthesize(tmp_path_factory.mktemp("cdk.out.prod"), env="prod")
-
-
-def cdk_diff(before: Synth, after: Synth, stack_name: str) -> tuple[int, str]:
-    """`cdk diff` of `after`'s stack against `before`'s template: offline, what a pull request shows.
-
-    Returns (exit status, output); `--fail` makes the status 1 when there is a difference."""
-    result = subprocess.run(
-        [
-            shutil.which("npx") or "npx",
-            "--no-install",
-            "cdk",
-            "diff",
-            "--app",
-            str(after.outdir),
-            "--exclusively",
-            "--template",
-            str(before.outdir / f"{stack_name}.template.json"),
-            "--fail",
-            stack_name,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    return result.returncode, result.stdout + result.stderr
-
-
-needs_cdk_cli = pytest.mark.skipif(
-    not (REPO_ROOT / "node_modules" / ".bin" / "cdk").exists(), reason="the CDK CLI is not installed: npm ci"
-)
+    return shipped("prod")

@@ -5,18 +5,18 @@ import os
 import subprocess
 import sys
 import tarfile
+from typing import cast
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import cx_api
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, SHIPPED_ENVIRONMENTS, cdk_app, cdk_json_context, synthesize
 
 from .cfn import flatten
-from .conftest import REPO_ROOT, cdk_app, cdk_json_context, synthesize
 
-# Every config/<env>.json the repository ships, as the "available" list names them.
-SHIPPED_ENVIRONMENTS = sorted(path.stem for path in (REPO_ROOT / "config").glob("*.json"))
 MODE_STACKS = ["Detectron2-Async", "Detectron2-Batch", "Detectron2-Realtime", "Detectron2-Serverless"]
 
 
@@ -57,7 +57,7 @@ def test_a_disabled_mode_has_no_stack_and_no_permissions(tmp_path):
     }
     role_policy = json.dumps(
         stacks.shared.resolve(
-            stacks.shared.execution_role.node.find_child("DefaultPolicy").document.to_json()
+            cast(iam.Policy, stacks.shared.execution_role.node.find_child("DefaultPolicy")).document.to_json()
         )
     )
     assert "async/input/*" in role_policy and "batch/" not in role_policy

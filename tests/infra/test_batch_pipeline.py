@@ -8,10 +8,10 @@ import pytest
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, cdk_json_context
 
 from .cfn import as_list, flatten, statements
-from .conftest import REPO_ROOT, cdk_json_context
-from .test_config import problem
+from .config_helpers import problem
 
 BUCKET = "<Detectron2-Shared:PublishOutputRefArtifactsBucket88671897B2274564>"
 BUCKET_ARN = "<Detectron2-Shared:PublishOutputFnGetAttArtifactsBucket88671897Arn8A95CC21>"
@@ -31,7 +31,7 @@ def states(synth) -> dict:
 def role_statements(synth, role_prefix: str) -> dict[str, dict]:
     """action -> statement of the role whose logical id starts with `role_prefix` (one each)."""
     found = {}
-    for logical_id, policy in synth.resources("batch", "AWS::IAM::Policy").items():
+    for policy in synth.resources("batch", "AWS::IAM::Policy").values():
         if any(flatten(role).startswith(f"<{role_prefix}") for role in policy["Properties"]["Roles"]):
             for statement in statements(policy["Properties"]["PolicyDocument"]):
                 for action in as_list(statement["Action"]):

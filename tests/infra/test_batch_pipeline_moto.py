@@ -10,10 +10,10 @@ in-process) and transform job progress (DescribeTransformJob answers scripted st
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +22,11 @@ import pytest
 
 from sagemaker_constructs.settings import AppConfig
 from stacks import build_stacks
+from tests.scripts import load_script
+from tests.synthesis import REPO_ROOT, cdk_json_context
 
 from . import batch_moto
 from .batch_moto import ACCOUNT, REGION, s3_object_created_event, states_entered, wait_for_execution
-from .conftest import REPO_ROOT, cdk_json_context
 
 BUCKET = "detectron2-artifacts"
 MODEL_NAME = "Model-batch-0123"
@@ -38,10 +39,7 @@ RESULT_OBJECT = b'{"instances":[],"image_size":[480,640]}'
 
 def load_error_count_handler():
     path = REPO_ROOT / "functions" / "batch_error_count" / "handler.py"
-    spec = importlib.util.spec_from_file_location("batch_error_count_handler", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("batch_error_count_handler", path)
 
 
 error_count = load_error_count_handler()
@@ -142,9 +140,10 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(batch_template, monkeypatch) -> Pipeline:
-    if batch_moto.interpreter_missing() is not None:
-        pytest.skip(batch_moto.interpreter_missing())
+def pipeline(batch_template, monkeypatch) -> Iterator[Pipeline]:
+    missing = batch_moto.interpreter_missing()
+    if missing is not None:
+        pytest.skip(missing)
     with batch_moto.moto_server(monkeypatch) as moto:
         s3 = moto.client("s3")
         s3.create_bucket(Bucket=BUCKET)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, synthesize
-from .test_app import SHIPPED_ENVIRONMENTS
+from tests.synthesis import REPO_ROOT, SHIPPED_ENVIRONMENTS
 
 
 def checkov_executable() -> str | None:
@@ -24,9 +23,12 @@ def checkov_executable() -> str | None:
 
 
 CHECKOV = checkov_executable()
-pytestmark = pytest.mark.skipif(
-    CHECKOV is None, reason="checkov is not installed: `make install` creates .venv-checkov"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHECKOV is None, reason="checkov is not installed: `make install` creates .venv-checkov"
+    ),
+]
 
 # What each skip is for (its reason is on the resource): check id, template, logical id prefix.
 SKIPPED = {
@@ -39,13 +41,9 @@ SKIPPED = {
 
 
 @pytest.fixture(scope="module")
-def outdirs(synth, prod_synth, tmp_path_factory) -> dict[str, Path]:
+def outdirs(shipped) -> dict[str, Path]:
     """The cloud assembly of the default configuration and of each config/<env>.json."""
-    found = {"default": synth.outdir, "prod": prod_synth.outdir}
-    for env in SHIPPED_ENVIRONMENTS:
-        if env not in found:
-            found[env] = synthesize(tmp_path_factory.mktemp(f"cdk.out.checkov-{env}"), env=env).outdir
-    return found
+    return {"default": shipped(None).outdir, **{env: shipped(env).outdir for env in SHIPPED_ENVIRONMENTS}}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +51,7 @@ def report(outdirs) -> dict[str, dict]:
     """checkov's JSON report per configuration (one run over every assembly)."""
     results = {}
     for name, outdir in outdirs.items():
+        assert CHECKOV is not None  # the module is skipped without it
         completed = subprocess.run(
             [CHECKOV, "--directory", str(outdir), "--framework", "cloudformation", "--output", "json"],
             capture_output=True,

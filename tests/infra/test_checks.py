@@ -6,7 +6,7 @@ import pytest
 from aws_cdk import aws_s3 as s3
 from cfnlint.api import ManualArgs, lint_by_config
 
-from .conftest import build
+from tests.synthesis import acknowledgements, build
 
 
 def test_cfn_lint_finds_nothing_in_any_template(synth, prod_synth):
@@ -24,16 +24,6 @@ def test_cdk_nag_reports_no_unacknowledged_findings(synth):
     report = json.loads((synth.outdir / "validation-report.json").read_text())
 
     assert all(not plugin.get("violations") for plugin in report["pluginReports"])
-
-
-def acknowledgements(outdir) -> dict[str, str]:
-    found = {}
-    for metadata_file in outdir.glob("*.metadata.json"):
-        for path, entries in json.loads(metadata_file.read_text()).items():
-            for entry in entries:
-                if entry["type"] == "aws:cdk:acknowledged-rules":
-                    found.update({f"{path} {rule}": reason for rule, reason in entry["data"].items()})
-    return found
 
 
 # The batch pipeline's roles: run-time job names and result objects under fixed prefixes, the

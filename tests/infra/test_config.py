@@ -1,6 +1,5 @@
 """Configuration: defaults, overrides, and the exact message each invalid value produces."""
 
-import json
 import re
 import tarfile
 from pathlib import Path
@@ -13,20 +12,9 @@ from sagemaker_constructs.settings import (
     ConfigError,
     load_config,
 )
+from tests.synthesis import REPO_ROOT
 
-from .conftest import REPO_ROOT
-
-
-def load(tmp_path: Path, overrides: dict | None = None, *, model_data: str | None = None) -> AppConfig:
-    """GIVEN `overrides` as config/test.json WHEN the app loads `-c env=test` (and model_data)."""
-    (tmp_path / "test.json").write_text(json.dumps(overrides or {}))
-    return load_config(env="test", model_data=model_data, config_dir=tmp_path, base_dir=tmp_path)
-
-
-def problem(tmp_path: Path, overrides: dict, message: str) -> None:
-    """THEN synthesis stops with `message` as one of the listed problems."""
-    with pytest.raises(ConfigError, match=f"\n  - {re.escape(message)}(\n|$)"):
-        load(tmp_path, overrides)
+from .config_helpers import load, problem
 
 
 def test_defaults_synthesize_anywhere_and_match_the_documented_values():
@@ -36,6 +24,7 @@ def test_defaults_synthesize_anywhere_and_match_the_documented_values():
     assert config.model.approval_status == "Approved"
     assert config.package_group_name == "detectron2-mask-rcnn"
     assert (config.realtime.instance_type, config.realtime.initial_instance_count) == ("ml.g5.xlarge", 1)
+    assert config.realtime.scaling is not None and config.async_.scaling is not None
     assert (config.realtime.scaling.min_capacity, config.realtime.scaling.max_capacity) == (1, 2)
     assert config.realtime.scaling.target_invocations_per_instance == 100
     assert config.async_.instance_type == "ml.g5.xlarge"
@@ -112,7 +101,8 @@ def test_model_data_that_is_neither_a_local_tarball_nor_an_s3_uri(tmp_path, data
     problem(
         tmp_path,
         {"model": {"data": data}},
-        f"model.data: must be an s3://bucket/key URI or the path of an existing local .tar.gz file (got {data!r})",
+        "model.data: must be an s3://bucket/key URI or the path of an existing local .tar.gz file "
+        f"(got {data!r})",
     )
 
 
@@ -160,8 +150,8 @@ def test_provisioned_concurrency_scaling_stays_within_max_concurrency(tmp_path):
                 "provisioned_concurrency_scaling": {"max_capacity": 6},
             }
         },
-        "serverless.provisioned_concurrency_scaling.max_capacity: must be between provisioned_concurrency (2) "
-        "and max_concurrency (5) (got 6)",
+        "serverless.provisioned_concurrency_scaling.max_capacity: must be between "
+        "provisioned_concurrency (2) and max_concurrency (5) (got 6)",
     )
 
 
@@ -185,7 +175,8 @@ def test_realtime_variant_cannot_scale_to_zero(tmp_path):
 
 
 def test_async_may_scale_to_zero(tmp_path):
-    assert load(tmp_path, {"async": {"scaling": {"min_capacity": 0}}}).async_.scaling.min_capacity == 0
+    scaling = load(tmp_path, {"async": {"scaling": {"min_capacity": 0}}}).async_.scaling
+    assert scaling is not None and scaling.min_capacity == 0
 
 
 @pytest.mark.parametrize("mode", ["realtime", "async"])
@@ -248,7 +239,8 @@ def test_approval_status_names_allowed_values(tmp_path):
     problem(
         tmp_path,
         {"model": {"approval_status": "Yes"}},
-        "model.approval_status: Input should be 'Approved', 'PendingManualApproval' or 'Rejected' (got 'Yes')",
+        "model.approval_status: Input should be 'Approved', 'PendingManualApproval' or 'Rejected' "
+        "(got 'Yes')",
     )
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from sagemaker_constructs.settings import ConfigError
 
-from .test_config import load, problem
+from .config_helpers import load, problem
 
 NO_INSTANCE_SCALING = {"scaling": None}
 
@@ -19,6 +19,7 @@ def test_inference_components_are_off_by_default_and_fit_a_g5_xlarge_when_on(tmp
 
     config = load(tmp_path, components()).realtime.inference_components
 
+    assert config is not None and config.scaling is not None
     assert (config.accelerators, config.cpu_cores, config.memory_mb) == (1, 2.0, 8192)
     assert (config.max_instance_count, config.scaling.min_copies, config.scaling.max_copies) == (2, 0, 2)
     assert config.scaling.metric == "invocations_per_copy" and config.scaling.target == 100
@@ -72,7 +73,8 @@ def test_inference_components_refuse_data_capture(tmp_path):
         (
             "ml.g5.xlarge",
             {"accelerators": 2},
-            "realtime.inference_components.accelerators: must be at most 1, the GPUs of one ml.g5.xlarge (got 2)",
+            "realtime.inference_components.accelerators: must be at most "
+            "1, the GPUs of one ml.g5.xlarge (got 2)",
         ),
         (
             "ml.g5.12xlarge",
@@ -89,12 +91,14 @@ def test_inference_components_refuse_data_capture(tmp_path):
         (
             "ml.m5.xlarge",
             {"accelerators": 1},
-            "realtime.inference_components.accelerators: must be at most 0, the GPUs of one ml.m5.xlarge (got 1)",
+            "realtime.inference_components.accelerators: must be at most "
+            "0, the GPUs of one ml.m5.xlarge (got 1)",
         ),
         (
             "ml.g5.xlarge",
             {"cpu_cores": 8},
-            "realtime.inference_components.cpu_cores: must be at most 4, the vCPUs of one ml.g5.xlarge (got 8.0)",
+            "realtime.inference_components.cpu_cores: must be at most 4, the vCPUs of one ml.g5.xlarge "
+            "(got 8.0)",
         ),
         (
             "ml.g4dn.xlarge",
@@ -259,7 +263,8 @@ def test_the_shadow_name_differs_from_the_production_variant(tmp_path):
     problem(
         tmp_path,
         {"realtime": {"shadow": {"name": "AllTraffic"}}},
-        "realtime.shadow.name: must differ from the production variant names ['AllTraffic'] (got 'AllTraffic')",
+        "realtime.shadow.name: must differ from the production variant names ['AllTraffic'] "
+        "(got 'AllTraffic')",
     )
 
 
@@ -270,6 +275,7 @@ def test_shadow_weight_is_the_sampled_share_of_the_production_weight(tmp_path):
     ).realtime
 
     shadow = config.shadow_variant()
+    assert shadow is not None
     assert (shadow.name, shadow.weight, shadow.scaling) == ("Shadow", 0.5, None)
 
 
@@ -318,6 +324,7 @@ def test_variant_and_shadow_pins_must_be_versions_of_this_group(tmp_path):
 def test_data_capture_defaults(tmp_path):
     capture = load(tmp_path, {"realtime": {"data_capture": {}}}).realtime.data_capture
 
+    assert capture is not None
     assert (capture.sampling_percentage, capture.capture_modes, capture.expiry_days) == (
         10,
         ["Input", "Output"],

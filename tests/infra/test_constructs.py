@@ -285,6 +285,7 @@ def test_an_endpoint_built_alone_rolls_back_on_its_own_alarms(stack):
         "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
         "WaitIntervalInSeconds": 120,
     }
+    assert endpoint.alarms is not None
     assert [
         a["AlarmName"] for a in properties["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
     ] == [{"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback]

@@ -11,28 +11,26 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from sagemaker_constructs.settings import AppConfig, RealtimeConfig
 from stacks import build_stacks
+from tests.synthesis import REPO_ROOT, acknowledgements, redact_image_hashes
 
 from .cfn import as_list, flatten, logical_id
-from .conftest import REPO_ROOT, synthesize
-from .test_checks import acknowledgements
-from .test_snapshots import redact_image_hashes
 
 GPU_AMI = RealtimeConfig().inference_ami_version
 
 
 @pytest.fixture(scope="module")
-def ab(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.ab-test"), env="ab-test")
+def ab(shipped):
+    return shipped("ab-test")
 
 
 @pytest.fixture(scope="module")
-def shadow(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.shadow-test"), env="shadow-test")
+def shadow(shipped):
+    return shipped("shadow-test")
 
 
 @pytest.fixture(scope="module")
-def scale_to_zero(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.s2z"), env="scale-to-zero")
+def scale_to_zero(shipped):
+    return shipped("scale-to-zero")
 
 
 @pytest.mark.parametrize("key", ["shared", "realtime"])

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from sagemaker_constructs.batch_pipeline import MAX_SUBJECT_LENGTH
+from tests.synthesis import synthesize_config
 
 from .cfn import flatten
-from .conftest import synthesize_config
 
 OFF = {"enabled": False}
 ONLY_SHARED = {"realtime": OFF, "async": OFF, "serverless": OFF, "batch": OFF}

@@ -9,19 +9,18 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from sagemaker_constructs import InferenceComponentEndpoint
 from sagemaker_constructs.inference_component import INITIAL_COPY_COUNT
 from sagemaker_constructs.settings import MonitoringConfig, RealtimeConfig
+from tests.synthesis import redact_image_hashes
 
 from .cfn import flatten, logical_id
-from .conftest import synthesize
 from .test_constructs import caller_statements, model_named
-from .test_snapshots import redact_image_hashes
 from .test_templates import SERVICE_LINKED_ROLE
 
 GPU_AMI = RealtimeConfig().inference_ami_version
 
 
 @pytest.fixture(scope="module")
-def s2z(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.scale-to-zero"), env="scale-to-zero")
+def s2z(shipped):
+    return shipped("scale-to-zero")
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +172,7 @@ def test_two_or_more_copies_roll_one_at_a_time_and_roll_back_on_alarms_sagemaker
         "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
         "WaitIntervalInSeconds": 300,
     }
+    assert endpoint.alarms is not None
     assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == [
         {"Ref": logical_id(alarm)} for alarm in endpoint.alarms.rollback
     ]
@@ -306,7 +306,9 @@ def component_endpoint(
 
 
 def endpoint_role(stack: cdk.Stack) -> iam.Role:
-    return stack.node.find_child("Execution")
+    role = stack.node.find_child("Execution")
+    assert isinstance(role, iam.Role)
+    return role
 
 
 def resources_of(stack: cdk.Stack, resource_type: str) -> list[dict]:

@@ -10,11 +10,10 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from sagemaker_constructs.endpoint import MAX_ENDPOINT_NAME_LENGTH, endpoint_name
 from sagemaker_constructs.settings import ConfigError, RealtimeConfig
+from tests.synthesis import cdk_diff, needs_cdk_cli, redact_image_hashes, synthesize_config
 
 from .cfn import flatten
-from .conftest import cdk_diff, needs_cdk_cli, synthesize, synthesize_config
-from .test_config import load, problem
-from .test_snapshots import redact_image_hashes
+from .config_helpers import load, problem
 
 GPU_AMI = RealtimeConfig().inference_ami_version
 REALTIME_POOLS = ["ml.g6.xlarge", "ml.g5.xlarge", "ml.g4dn.xlarge"]
@@ -22,8 +21,8 @@ ASYNC_POOLS = [*REALTIME_POOLS, "ml.c5.4xlarge"]
 
 
 @pytest.fixture(scope="module")
-def fallback(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.capacity-fallback"), env="capacity-fallback")
+def fallback(shipped):
+    return shipped("capacity-fallback")
 
 
 @pytest.mark.parametrize("key", ["shared", "realtime", "async"])

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from .cfn import flatten, logical_id, statements
-from .test_config import load, problem
+from .config_helpers import load, problem
 
 # --- config ----------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from .conftest import synthesize_config
-from .test_config import load, problem
+from tests.synthesis import synthesize_config
+
+from .config_helpers import load, problem
 
 CANARY_ONE = {"traffic_routing": "CANARY", "canary_size": {"type": "INSTANCE_COUNT", "value": 1}}
 TWO_TO_SIX = {"initial_instance_count": 2, "scaling": {"min_capacity": 2, "max_capacity": 6}}

@@ -1,6 +1,5 @@
 """Template snapshots (review infra changes as a diff) and synthesis determinism."""
 
-import json
 import shutil
 
 import aws_cdk as cdk
@@ -8,8 +7,7 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from sagemaker_constructs.images import InferenceImages
-
-from .conftest import REPO_ROOT, synthesize
+from tests.synthesis import REPO_ROOT, redact_image_hashes, synthesize
 
 STACK_KEYS = ["shared", "realtime", "async", "serverless", "batch"]
 
@@ -17,14 +15,6 @@ STACK_KEYS = ["shared", "realtime", "async", "serverless", "batch"]
 @pytest.fixture
 def json_snapshot(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
-
-
-def redact_image_hashes(synth, template: dict) -> dict:
-    """Image tags change with every container edit (reviewed as code); nothing else is redacted."""
-    text = json.dumps(template)
-    for target, image in (("gpu", synth.stacks.shared.images.gpu), ("cpu", synth.stacks.shared.images.cpu)):
-        text = text.replace(image.asset_hash, f"<{target}-image-asset-hash>")
-    return json.loads(text)
 
 
 @pytest.mark.parametrize("key", STACK_KEYS)

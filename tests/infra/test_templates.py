@@ -205,7 +205,7 @@ def test_execution_role_pulls_from_the_repositories_of_both_images(synth):
 
 def test_execution_role_s3_access_is_scoped_to_the_model_and_the_inference_prefixes(synth):
     bucket = f"<{logical_id(synth.stacks.shared.store.bucket)}.Arn>"
-    access = {}
+    access: dict[str, set[str]] = {}
     for statement in execution_role_statements(synth):
         for action in as_list(statement["Action"]):
             if action.startswith("s3:"):

@@ -9,8 +9,7 @@ creates (with its own scalable target) before it deletes the old endpoint and it
 import pytest
 
 from sagemaker_constructs.endpoint import MAX_ENDPOINT_NAME_LENGTH, endpoint_name
-
-from .conftest import cdk_diff, needs_cdk_cli, synthesize_config
+from tests.synthesis import cdk_diff, needs_cdk_cli, synthesize_config
 
 
 def endpoint_and_target(synth, key):

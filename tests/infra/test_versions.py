@@ -3,10 +3,10 @@
 import pytest
 
 from sagemaker_constructs.settings import AppConfig, ModelVersion
+from tests.synthesis import cdk_diff, needs_cdk_cli, synthesize_config
 
 from .cfn import flatten
-from .conftest import cdk_diff, needs_cdk_cli, synthesize_config
-from .test_config import load, problem
+from .config_helpers import load, problem
 
 GROUP_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/detectron2-mask-rcnn"
 

@@ -25,8 +25,10 @@ def test_there_are_workflows_for_pull_requests_and_deploys():
 
 def test_workflows_match_the_github_workflow_schema():
     """check-jsonschema's vendored SchemaStore schema: runs offline, catches misspelt keys."""
+    checker = tool("check-jsonschema")
+    assert checker is not None, "check-jsonschema is missing: make install (requirements-dev.txt) installs it"
     result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+        [checker, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
         capture_output=True,
         text=True,
     )
@@ -51,7 +53,8 @@ const github = {
   rest: { issues: {
     listComments: "listComments",
     createComment: async ({ issue_number, body }) => {
-      calls.push("create"); state.comments.push({ id: next++, issue: issue_number, body, user: { type: "Bot" } });
+      calls.push("create");
+      state.comments.push({ id: next++, issue: issue_number, body, user: { type: "Bot" } });
     },
     updateComment: async ({ comment_id, body }) => {
       calls.push(`update ${comment_id}`); state.comments.find((c) => c.id === comment_id).body = body;

@@ -78,7 +78,7 @@ def save_pending(path: Path, endpoint: str, pending: list[Pending]) -> Path:
 def load_pending(path: Path) -> tuple[str, list[Pending]]:
     document = read_json(path)
     try:
-        if document["kind"] != PENDING_KIND:
+        if not isinstance(document, dict) or document["kind"] != PENDING_KIND:
             raise KeyError("kind")
         return document["endpoint"], [Pending(**r) for r in document["requests"]]
     except (KeyError, TypeError):
@@ -141,8 +141,8 @@ def collect(
         )
         if stopped == "interrupted":
             raise Interrupted(message)
-        for image, error in sorted(failures.items()):
-            note(f"error: {image}: {error}")
+        for image, problem in sorted(failures.items()):
+            note(f"error: {image}: {problem}")
         raise CliError(message)
     if pending_file.exists():
         pending_file.unlink(missing_ok=True)
@@ -221,8 +221,8 @@ def invoke_async(
             f"interrupted: {not_sent} not sent, {len(pending)} running"
             + (f"; collect them later with `d2sm results {pending_file}`" if pending else "")
         ) from None
-    for image, error in failures.items():
-        note(f"error: {image}: {error}")
+    for image, problem in failures.items():
+        note(f"error: {image}: {problem}")
     collect(
         aws,
         pending,

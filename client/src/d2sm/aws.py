@@ -18,9 +18,10 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from d2sm_contract import DEFAULT_APP_NAME, stack_name
+
 from .errors import CliError
 
-DEFAULT_APP_NAME = "Detectron2"
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"}
 
 
@@ -116,7 +117,7 @@ class Aws:
         )
 
     def stack_name(self, suffix: str) -> str:
-        return f"{self.app_name}-{suffix}"
+        return stack_name(self.app_name, suffix)
 
     def stack_outputs(self, suffix: str) -> dict[str, str]:
         """The outputs of `<app name>-<suffix>`, by OutputKey."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from d2sm_contract import BATCH_SUMMARY_OBJECT
+
 from . import outputs as names
 from .async_invoke import object_body
 from .aws import Aws, as_cli_error, aws_errors, split_s3_uri
@@ -23,7 +25,7 @@ from .progress import bar, emit, note, summarize
 # The convention's characters; SageMaker job names must also end with a letter or digit.
 BATCH_ID = re.compile(r"^[a-zA-Z0-9-]*[a-zA-Z0-9]$")
 MAX_JOB_NAME = 63
-SUMMARY_OBJECT = "_summary.json"
+SUMMARY_OBJECT = BATCH_SUMMARY_OBJECT
 FINISHED = {"Completed", "Failed", "Stopped"}
 
 
@@ -156,7 +158,8 @@ def run(
                 )
             time.sleep(poll_s)
     if status != "Completed":
-        reason = job.get("FailureReason", "no reason given")
+        # A finished status comes from a described job: `job` is set here.
+        reason = (job or {}).get("FailureReason", "no reason given")
         raise CliError(f"transform job {job_name} {status}: {reason}")
 
     failures: dict[Path, str] = {}

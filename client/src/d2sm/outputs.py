@@ -1,31 +1,49 @@
-"""Stack names and output keys the client reads: the one place they are spelled in the client.
+"""Stack names and output keys the client reads, from the contract it shares with the CDK app.
 
-The CDK app writes these outputs (stacks/shared.py, stacks/modes.py); the client never imports it,
-so the names are repeated here once and every command reads them through these constants.
+The CDK app writes these outputs (stacks/shared.py, stacks/modes.py) with the same constants
+(`d2sm_contract`); the client never imports the app. Every command reads them through this module.
 """
 
 from __future__ import annotations
 
-# Stack suffixes: `<app name>-<suffix>`.
-SHARED = "Shared"
-REALTIME = "Realtime"
-SERVERLESS = "Serverless"
-ASYNC = "Async"
-BATCH = "Batch"
+from d2sm_contract import (
+    ARTIFACTS_BUCKET_NAME,
+    ASYNC,
+    ASYNC_INPUT_URI,
+    BATCH,
+    BATCH_INPUT_URI,
+    BATCH_JOB_NAME_PREFIX,
+    BATCH_MODEL_NAME,
+    BATCH_OUTPUT_URI,
+    BATCH_SUBMIT_URI,
+    ENDPOINT_MODES,
+    ENDPOINT_NAME,
+    INFERENCE_COMPONENT_NAME,
+    MODEL_PACKAGE_GROUP_NAME,
+    REALTIME,
+    SERVERLESS,
+    SHARED,
+    STACK_FOR_MODE,
+    VARIANT_NAMES,
+)
 
-# Output keys.
-ENDPOINT_NAME = "EndpointName"
-INFERENCE_COMPONENT_NAME = "InferenceComponentName"
-VARIANT_NAMES = "VariantNames"
-ARTIFACTS_BUCKET_NAME = "ArtifactsBucketName"
-MODEL_PACKAGE_GROUP_NAME = "ModelPackageGroupName"
-ASYNC_INPUT_URI = "InputUri"
-BATCH_JOB_NAME_PREFIX = "JobNamePrefix"
-BATCH_SUBMIT_URI = "SubmitUri"
-BATCH_INPUT_URI = "InputUri"
-BATCH_OUTPUT_URI = "OutputUri"
-BATCH_MODEL_NAME = "ModelName"
-
-# The modes a user names on the command line, and the stack each one lives in.
-STACK_FOR_MODE = {"realtime": REALTIME, "serverless": SERVERLESS, "async": ASYNC, "batch": BATCH}
-ENDPOINT_MODES = ("realtime", "serverless", "async")
+__all__ = [
+    "ARTIFACTS_BUCKET_NAME",
+    "ASYNC",
+    "ASYNC_INPUT_URI",
+    "BATCH",
+    "BATCH_INPUT_URI",
+    "BATCH_JOB_NAME_PREFIX",
+    "BATCH_MODEL_NAME",
+    "BATCH_OUTPUT_URI",
+    "BATCH_SUBMIT_URI",
+    "ENDPOINT_MODES",
+    "ENDPOINT_NAME",
+    "INFERENCE_COMPONENT_NAME",
+    "MODEL_PACKAGE_GROUP_NAME",
+    "REALTIME",
+    "SERVERLESS",
+    "SHARED",
+    "STACK_FOR_MODE",
+    "VARIANT_NAMES",
+]

@@ -20,12 +20,13 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from d2sm_contract import MODELS_PREFIX
+
 from . import outputs, validate
 from .aws import Aws, as_cli_error, aws_errors, error_code, split_s3_uri
 from .errors import CliError
 from .progress import emit, note
 
-MODELS_PREFIX = "models"
 # Container fields that describe the old model data; the new version gets its own ModelDataUrl.
 MODEL_DATA_FIELDS = ("ModelDataUrl", "ModelDataSource", "ModelDataETag")
 # SageMaker has no built-in model package waiter; botocore builds one from this model.
@@ -189,6 +190,7 @@ def run(
             )
             note(f"packaged {tarball.stat().st_size} bytes")
             model = str(tarball)
+        assert model is not None  # exactly one of a model and packaging flags was given (above)
         if not model.startswith("s3://"):
             tarball = Path(model)
             if tarball.is_dir():
@@ -200,7 +202,7 @@ def run(
             validate.check_tarball(
                 tarball, container_dir=container_dir, python=packager_python, skip=ignore_check
             )
-        shared = None if (bucket and group) else aws.stack_outputs(outputs.SHARED)
+        shared = {} if (bucket and group) else aws.stack_outputs(outputs.SHARED)
         group = group or shared[outputs.MODEL_PACKAGE_GROUP_NAME]
         latest = latest_version(aws, group)
         if model.startswith("s3://"):

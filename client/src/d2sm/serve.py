@@ -19,6 +19,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from d2sm_contract import INFERENCE_MODE_ENV
+
 from . import validate
 from .errors import CliError
 from .progress import emit, note
@@ -58,7 +60,7 @@ def model_directory(model: Path, scratch: Path) -> Path:
 
 def server_environment(args: argparse.Namespace) -> dict[str, str]:
     """The settings the server reads (container/inference_server/settings.py): --mode and --env."""
-    env = {"INFERENCE_MODE": args.mode}
+    env = {INFERENCE_MODE_ENV: args.mode}
     for item in args.env or []:
         name, sep, value = item.partition("=")
         if not sep or not name:

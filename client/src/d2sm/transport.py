@@ -7,11 +7,15 @@ import json
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import Aws, as_cli_error, error_code
 from .errors import CliError
+
+if TYPE_CHECKING:
+    import urllib3
 
 # The container answers these when it cannot take the request now (model loading, queue full).
 RETRY_STATUSES = {429, 503}
@@ -93,7 +97,7 @@ class UrlTarget:
     url: str
     concurrency: int = 4
     timeout_s: float = 120.0
-    pool: object = field(init=False, repr=False)
+    pool: urllib3.PoolManager = field(init=False, repr=False)
 
     def __post_init__(self):
         import urllib3  # botocore's own HTTP library, so no new dependency

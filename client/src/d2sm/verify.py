@@ -24,6 +24,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+import d2sm_contract as contract
+
 from . import async_invoke, batch
 from .aws import Aws, as_cli_error, describe_client_error
 from .errors import CliError
@@ -32,8 +34,8 @@ from .files import parse_result
 PHOTO = Path(__file__).resolve().parent / "data" / "verify.jpg"
 PHOTO_SIZE = {"height": 480, "width": 640}
 # Mode -> the stack suffix the CDK app gives it (as `invoke`, `async` and `batch` read them).
-STACKS = {"realtime": "Realtime", "serverless": "Serverless", "async": "Async", "batch": "Batch"}
-MODES = tuple(STACKS)
+STACKS = contract.STACK_FOR_MODE
+MODES = contract.MODES
 HEALTHY_STACK = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
 # An inference component scaled to zero answers this until its first copy is up.
 NO_CAPACITY = "no capacity"
@@ -134,16 +136,16 @@ class Verifier:
             return [check]
         if mode == "batch":
             return [self.batch(check, outputs)]
-        if "EndpointName" not in outputs:
+        if contract.ENDPOINT_NAME not in outputs:
             check.problems.append(f"stack {stack['StackName']} has no EndpointName output")
             return [check]
-        check.endpoint = outputs["EndpointName"]
+        check.endpoint = outputs[contract.ENDPOINT_NAME]
         endpoint = self.endpoint(check, stack["StackName"], outputs)
         if endpoint is None:
             return [check]
         if mode == "async":
             return [self.asynchronous(check, outputs)]
-        variants = [v for v in outputs.get("VariantNames", "").split(",") if v]
+        variants = [v for v in outputs.get(contract.VARIANT_NAMES, "").split(",") if v]
         if len(variants) > 1:
             checks = []
             for index, variant in enumerate(variants):
@@ -158,10 +160,10 @@ class Verifier:
                 self.invoke(row, TargetVariant=variant)
                 checks.append(row)
             return checks
-        if "InferenceComponentName" in outputs:
+        if contract.INFERENCE_COMPONENT_NAME in outputs:
             check.mode = f"{mode} component"
-            self.component(check, outputs["InferenceComponentName"])
-            self.invoke(check, InferenceComponentName=outputs["InferenceComponentName"])
+            self.component(check, outputs[contract.INFERENCE_COMPONENT_NAME])
+            self.invoke(check, InferenceComponentName=outputs[contract.INFERENCE_COMPONENT_NAME])
             return [check]
         check.instances = instances_of(endpoint, None)
         self.invoke(check)
@@ -182,7 +184,7 @@ class Verifier:
                 + (f": {reason}" if reason else "")
             )
             return None
-        deployed = outputs.get("EndpointConfigName")
+        deployed = outputs.get(contract.ENDPOINT_CONFIG_NAME)
         live = endpoint["EndpointConfigName"]
         if deployed is None:
             check.problems.append(
@@ -238,7 +240,7 @@ class Verifier:
         check_answer(check, body, f"endpoint {check.endpoint}")
 
     def asynchronous(self, check: Check, outputs: dict[str, str]) -> Check:
-        if "InputUri" not in outputs:
+        if contract.ASYNC_INPUT_URI not in outputs:
             check.problems.append("the Async stack has no InputUri output")
             return check
         with self.one_photo() as image, contextlib.redirect_stdout(io.StringIO()):
@@ -248,7 +250,7 @@ class Verifier:
                     self.aws,
                     image,
                     endpoint=check.endpoint,
-                    input_uri=outputs["InputUri"],
+                    input_uri=outputs[contract.ASYNC_INPUT_URI],
                     timeout_s=self.timeout_s,
                     poll_s=self.poll_s,
                 )
@@ -260,8 +262,8 @@ class Verifier:
         return check
 
     def batch(self, check: Check, outputs: dict[str, str]) -> Check:
-        check.endpoint = outputs.get("JobNamePrefix", "-") + "verify-*"
-        check.instances = outputs.get("InstanceType", "-")
+        check.endpoint = outputs.get(contract.BATCH_JOB_NAME_PREFIX, "-") + "verify-*"
+        check.instances = outputs.get(contract.BATCH_INSTANCE_TYPE, "-")
         batch_id = f"verify-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         with self.one_photo() as image, contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()

@@ -19,6 +19,8 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from d2sm_contract import DEFAULT_APP_NAME
+
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
 from .capture import DataCaptureConfig
@@ -37,7 +39,14 @@ from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
 from .monitoring import AlarmThresholds, LatencyThresholds, MonitoringConfig
 from .rollout import CapacitySize, RolloutConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
-from .versions import CURRENT, ModelVersion, ModelVersionField, approval_problems, pin_problems
+from .versions import (
+    CURRENT,
+    CURRENT_VERSION,
+    ModelVersion,
+    ModelVersionField,
+    approval_problems,
+    pin_problems,
+)
 
 STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -45,7 +54,7 @@ ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 class AppConfig(Section):
     name: Annotated[str, matching(STACK_PREFIX, "a letter then up to 39 letters, digits or hyphens")] = (
-        "Detectron2"
+        DEFAULT_APP_NAME
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
@@ -60,7 +69,11 @@ class AppConfig(Section):
 
     def endpoint_modes(self) -> dict[str, RealtimeConfig | AsyncConfig | ServerlessConfig]:
         """Config key -> section of every enabled endpoint mode."""
-        modes = {"realtime": self.realtime, "async": self.async_, "serverless": self.serverless}
+        modes: dict[str, RealtimeConfig | AsyncConfig | ServerlessConfig] = {
+            "realtime": self.realtime,
+            "async": self.async_,
+            "serverless": self.serverless,
+        }
         return {key: mode for key, mode in modes.items() if mode.enabled}
 
     def deployed_versions(self) -> dict[str, ModelVersion]:
@@ -98,7 +111,8 @@ class AppConfig(Section):
 
 
 def load_config(*, env: str | None, model_data: str | None, config_dir: Path, base_dir: Path) -> AppConfig:
-    """Embedded defaults <- `config_dir/<env>.json` <- `model_data`; relative paths resolve against `base_dir`."""
+    """Embedded defaults <- `config_dir/<env>.json` <- `model_data`; relative paths resolve against
+    `base_dir`."""
     data: dict[str, Any] = {}
     source = "embedded defaults"
     if env:
@@ -148,12 +162,13 @@ def _join(location: str, field: str) -> str:
 
 def _field_names(location: tuple[Any, ...]) -> list[str]:
     """The field names (as written in config files) of the section at `location`."""
-    section: type[BaseModel] | None = AppConfig
+    section: type[BaseModel] = AppConfig
     for part in location:
         fields = {field.alias or name: field for name, field in section.model_fields.items()}
-        section = _section_type(fields[part].annotation) if part in fields else None
-        if section is None:
+        found = _section_type(fields[part].annotation) if part in fields else None
+        if found is None:
             return []
+        section = found
     return [field.alias or name for name, field in section.model_fields.items()]
 
 
@@ -183,6 +198,7 @@ __all__ = [
     "InferenceComponentsConfig",
     "InstanceModeConfig",
     "CURRENT",
+    "CURRENT_VERSION",
     "ConfigError",
     "FieldProblems",
     "InstanceType",

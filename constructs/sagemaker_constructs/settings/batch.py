@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import model_validator
 
+import d2sm_contract as contract
+
 from .base import EmailAddress, FieldProblems, InstanceType, Section, between
 from .versions import ModelVersion, ModelVersionField
 
 # SageMaker's own limit on MaxConcurrentTransforms x MaxPayloadInMB (and on MaxPayloadInMB alone).
-MAX_TRANSFORM_PAYLOAD_MB = 100
+MAX_TRANSFORM_PAYLOAD_MB = contract.MAX_TRANSFORM_PAYLOAD_MB
 
 
 class BatchConfig(Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -101,6 +101,11 @@ DEFAULT_PROVISION_TIMEOUT_SECONDS = 900
 
 
 class InstanceModeConfig(Section):
+    if TYPE_CHECKING:
+        # Each mode declares its own scaling section (a pydantic field there); the shared checks
+        # below read only the capacity bounds every one has.
+        scaling: _Scaling | None
+
     enabled: bool = True
     model_version: ModelVersionField = ModelVersion()
     instance_type: InstanceType = "ml.g5.xlarge"

@@ -68,7 +68,8 @@ class InferenceComponentsConfig(Section):
                 (
                     field,
                     "must be an instance type whose vCPUs, memory and GPUs this project knows when "
-                    f"inference_components is set: one of {', '.join(INSTANCE_RESOURCES)} (got {instance_type!r})",
+                    f"inference_components is set: one of {', '.join(INSTANCE_RESOURCES)} "
+                    f"(got {instance_type!r})",
                 )
             ]
         resources = INSTANCE_RESOURCES[instance_type]
@@ -92,7 +93,8 @@ class InferenceComponentsConfig(Section):
             problems.append(
                 (
                     "inference_components.cpu_cores",
-                    f"must be at most {resources.vcpus}, the vCPUs of one {instance_type} (got {self.cpu_cores})",
+                    f"must be at most {resources.vcpus}, the vCPUs of one {instance_type} "
+                    f"(got {self.cpu_cores})",
                 )
             )
         if self.memory_mb > resources.memory_mib:

@@ -14,7 +14,7 @@ class LatencyThresholds(Section):
     serverless CPU image in seconds; async work may queue behind long requests."""
 
     realtime: Annotated[int, between(1, 3_600_000)] = 3000
-    async_: Annotated[int, between(1, 3_600_000)] = Field(30_000, alias="async")
+    async_: Annotated[int, between(1, 3_600_000)] = Field(default=30_000, alias="async")
     serverless: Annotated[int, between(1, 3_600_000)] = 20_000
 
 

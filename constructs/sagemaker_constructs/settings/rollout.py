@@ -53,14 +53,11 @@ class RolloutConfig(Section):
                 problems.append(
                     (field, f"applies to traffic_routing {routing} only (got {self.traffic_routing})")
                 )
-        if self.traffic_routing == "CANARY" and _percent(self.canary_size) not in (None, *range(1, 51)):
-            problems.append(
-                ("canary_size.value", f"must be at most 50 percent (got {self.canary_size.value})")
-            )
-        if self.traffic_routing == "LINEAR" and _percent(self.linear_step_size) not in (None, *range(10, 51)):
-            problems.append(
-                ("linear_step_size.value", f"must be 10-50 percent (got {self.linear_step_size.value})")
-            )
+        canary, step = _percent(self.canary_size), _percent(self.linear_step_size)
+        if self.traffic_routing == "CANARY" and canary not in (None, *range(1, 51)):
+            problems.append(("canary_size.value", f"must be at most 50 percent (got {canary})"))
+        if self.traffic_routing == "LINEAR" and step not in (None, *range(10, 51)):
+            problems.append(("linear_step_size.value", f"must be 10-50 percent (got {step})"))
         if problems:
             raise FieldProblems(problems)
         return self
@@ -69,8 +66,8 @@ class RolloutConfig(Section):
         """How many times traffic moves (each followed by a baking period)."""
         if self.traffic_routing == "CANARY":
             return 2
-        if self.traffic_routing == "LINEAR":
-            size = self.linear_step_size
+        size = self.linear_step_size
+        if self.traffic_routing == "LINEAR" and size is not None:  # required with LINEAR (validated)
             share = (
                 size.value / 100 if size.type == "CAPACITY_PERCENT" else size.value / max(most_instances, 1)
             )
@@ -104,23 +101,31 @@ def rollout_problems(
                 f"({counted_by}): use ALL_AT_ONCE or raise {counted_by} (got {routing!r})",
             )
         )
-    elif routing == "CANARY" and rollout.canary_size.type == "INSTANCE_COUNT":
-        if rollout.canary_size.value > fewest // 2:
+    elif (
+        routing == "CANARY"
+        and (canary := rollout.canary_size) is not None
+        and canary.type == "INSTANCE_COUNT"
+    ):
+        if canary.value > fewest // 2:
             problems.append(
                 (
                     "rollout.canary_size.value",
                     f"must be at most half the fewest instances the variant runs ({fewest}, "
-                    f"{counted_by}): at most {fewest // 2} (got {rollout.canary_size.value})",
+                    f"{counted_by}): at most {fewest // 2} (got {canary.value})",
                 )
             )
-    elif routing == "LINEAR" and rollout.linear_step_size.type == "INSTANCE_COUNT":
+    elif (
+        routing == "LINEAR"
+        and (step := rollout.linear_step_size) is not None
+        and step.type == "INSTANCE_COUNT"
+    ):
         low, high = math.ceil(most / 10), fewest // 2
-        if not low <= rollout.linear_step_size.value <= high:
+        if not low <= step.value <= high:
             problems.append(
                 (
                     "rollout.linear_step_size.value",
                     f"must be 10-50% of the variant's instances ({fewest}-{most}, {counted_by}): "
-                    f"between {low} and {high} (got {rollout.linear_step_size.value})",
+                    f"between {low} and {high} (got {step.value})",
                 )
             )
     timeout = rollout.maximum_execution_timeout_seconds

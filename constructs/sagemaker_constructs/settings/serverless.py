@@ -41,7 +41,8 @@ class ServerlessConfig(Section):
                         "instance_type",
                         "serverless inference has no instance type and no GPU: it runs the cpu "
                         "image, sized by memory_size_mb "
-                        f"({', '.join(map(str, SERVERLESS_MEMORY_SIZES_MB))}) (got {data['instance_type']!r})",
+                        f"({', '.join(map(str, SERVERLESS_MEMORY_SIZES_MB))}) "
+                        f"(got {data['instance_type']!r})",
                     )
                 ]
             )
@@ -68,7 +69,11 @@ class ServerlessConfig(Section):
             problems.append(
                 ("provisioned_concurrency_scaling", "needs provisioned_concurrency, the scaling minimum")
             )
-        elif scaling is not None and not provisioned <= scaling.max_capacity <= self.max_concurrency:
+        elif (
+            scaling is not None
+            and provisioned is not None
+            and not provisioned <= scaling.max_capacity <= self.max_concurrency
+        ):
             problems.append(
                 (
                     "provisioned_concurrency_scaling.max_capacity",

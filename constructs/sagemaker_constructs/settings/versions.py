@@ -63,13 +63,18 @@ class ModelVersion:
     @property
     def group(self) -> str | None:
         """The package group named by a pinned ARN (None for a number or the current version)."""
-        return None if self.arn is None else MODEL_PACKAGE_VERSION_ARN.match(self.arn)["group"]
+        match = None if self.arn is None else MODEL_PACKAGE_VERSION_ARN.match(self.arn)
+        return None if match is None else match["group"]
 
     def to_config(self) -> str | int:
         return self.arn or self.number or CURRENT
 
     def __str__(self) -> str:
         return "the current registration" if self.is_current else f"version {self.number}"
+
+
+# The default of every `version` parameter: immutable, so one instance serves them all.
+CURRENT_VERSION = ModelVersion()
 
 
 def _parse(value: Any) -> ModelVersion:
@@ -85,7 +90,7 @@ def pin_problems(pins: dict[str, ModelVersion], group_name: str) -> list[tuple[s
     problems = []
     for field, version in pins.items():
         # SageMaker writes ARNs in lower case; names compare case-insensitively.
-        if version.arn is not None and version.group.lower() != group_name.lower():
+        if version.arn is not None and (version.group or "").lower() != group_name.lower():
             problems.append(
                 (
                     field,
