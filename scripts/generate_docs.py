@@ -492,30 +492,30 @@ class _Recording(Mapping[str, str]):
     """An environment that records every variable name the settings parser asks for."""
 
     def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
+        self._values = values
         self.read: list[str] = []
 
     def __getitem__(self, key: str) -> str:
         self._note(key)
-        return self.values[key]
+        return self._values[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         self._note(key)
-        return self.values.get(key, default)
+        return self._values.get(key, default)
 
     def __contains__(self, key: object) -> bool:
         self._note(str(key))
-        return key in self.values
+        return key in self._values
 
     def _note(self, key: str) -> None:
         if key not in self.read:
             self.read.append(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
 
 def environment_variables_read(values: dict[str, str] | None = None) -> list[str]:
