@@ -1,6 +1,7 @@
 """The HTTP layer: SageMaker's routes over the model copies that `ModelServer` owns.
 
-    GET  /ping                  200 once every model copy is loaded and warmed up, 503 before
+    GET  /ping                  200 once every model copy is loaded and warmed up and while at least
+                                one can serve (see model_pool's health); 503 before and otherwise
     POST /invocations           decode (codec thread) -> predict (the first free model copy's thread)
                                 -> encode (codec thread); refused at once when it cannot finish in time
     GET  /execution-parameters  batch transform's suggested parameters
@@ -34,6 +35,7 @@ from inference_server.errors import (
     BodyIncomplete,
     ErrorKind,
     ModelNotReady,
+    ModelUnhealthy,
     PayloadTooLarge,
     RequestTimedOut,
     ServingError,
@@ -41,7 +43,7 @@ from inference_server.errors import (
     error_kind,
 )
 from inference_server.handlers import Handlers, RequestContext
-from inference_server.model_pool import CopyLoadFailed, ModelCopy, ModelPool, QueuePolicy
+from inference_server.model_pool import CopyLoadFailed, HealthPolicy, ModelCopy, ModelPool, QueuePolicy
 from inference_server.settings import MIB, Settings
 
 logger = logging.getLogger("inference_server")
@@ -113,7 +115,10 @@ class ModelServer:
             refuse_late=self.settings.refuses_late_requests,
             max_queue_depth=self.settings.max_queue_depth if self.settings.refuses_late_requests else None,
         )
-        pool = ModelPool(devices.plan(self.settings.model_copies), policy)
+        health_policy = HealthPolicy.for_timeout(
+            self.settings.request_timeout_s, self.settings.unhealthy_after_errors or None
+        )
+        pool = ModelPool(devices.plan(self.settings.model_copies), policy, health_policy)
 
         def load_copy(copy: ModelCopy) -> float:
             copy_started = time.perf_counter()
@@ -276,9 +281,15 @@ def new_request_id() -> str:
 
 
 async def ping(request: Request) -> Response:
-    if request.app.state.server.ready:
+    """200 while at least one model copy can serve; 503 while loading and once none can (hung or out
+    of service), so SageMaker takes the instance out of the endpoint and replaces it."""
+    server: ModelServer = request.app.state.server
+    if not server.ready or server.pool is None:
+        return error_response(error_kind(ModelNotReady()), "the model is loading", new_request_id())
+    health = server.pool.health()
+    if health.can_serve:
         return Response(status_code=200)
-    return error_response(error_kind(ModelNotReady()), "the model is loading", new_request_id())
+    return error_response(error_kind(ModelUnhealthy()), health.describe(), new_request_id())
 
 
 async def invocations(request: Request) -> Response:

@@ -52,6 +52,10 @@ class ModelNotReady(ServingError):
     """The model is still loading or warming up."""
 
 
+class ModelUnhealthy(ServingError):
+    """No model copy can serve: each is hung or out of service after repeated internal errors."""
+
+
 class RequestTimedOut(ServingError):
     """The request waited or ran longer than REQUEST_TIMEOUT_S (queued behind other inferences)."""
 
@@ -78,6 +82,7 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     BodyIncomplete: ErrorKind(408, "body_incomplete"),
     UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
     ModelNotReady: ErrorKind(503, "model_not_ready"),
+    ModelUnhealthy: ErrorKind(503, "model_unhealthy"),
     RequestTimedOut: ErrorKind(503, "request_timed_out"),
     Overloaded: ErrorKind(503, "overloaded"),
 }

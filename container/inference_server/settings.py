@@ -65,6 +65,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Real-time and serverless callers wait at most 60 s; this many admitted requests waiting for a copy
 # bounds the decoded images held in memory (the wait budget usually refuses long before).
 DEFAULT_MAX_QUEUE_DEPTH = 64
+# UNHEALTHY_AFTER_ERRORS: a model copy whose inferences fail (anything but a request's own error)
+# this many times in a row is taken out of service; with none left, /ping fails and SageMaker
+# replaces the instance. A sticky CUDA error fails every inference after the first; 5 leaves room
+# for a few bad requests in a row that only a custom predict_fn rejects. 0: never.
+DEFAULT_UNHEALTHY_AFTER_ERRORS = 5
 MAX_MODEL_COPIES = 64
 
 
@@ -94,6 +99,7 @@ class Settings:
     mixed_precision: MixedPrecision = MixedPrecision.OFF
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
     heap_policy: HeapPolicy = HeapPolicy.RETAIN
+    unhealthy_after_errors: int = DEFAULT_UNHEALTHY_AFTER_ERRORS  # 0: never
 
     @property
     def refuses_late_requests(self) -> bool:
@@ -161,6 +167,9 @@ class Settings:
             mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
             max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
             heap_policy=reader.choice("HEAP_POLICY", HeapPolicy, HeapPolicy.RETAIN),
+            unhealthy_after_errors=reader.integer(
+                "UNHEALTHY_AFTER_ERRORS", DEFAULT_UNHEALTHY_AFTER_ERRORS, minimum=0
+            ),
         )
         if port is not None and not 1 <= port <= 65535:
             reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")

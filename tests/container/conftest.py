@@ -33,6 +33,7 @@ SERVER_ENV_VARS = (
     "MODEL_COPIES",
     "MIXED_PRECISION",
     "MAX_QUEUE_DEPTH",
+    "UNHEALTHY_AFTER_ERRORS",
 )
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300
