@@ -22,7 +22,7 @@ def full_image_document(detections, class_names, options: RequestOptions) -> dic
     without_masks = dataclasses.replace(options, mask_format=MaskFormat.NONE)
     document = codecs.detections_document(detections, class_names, without_masks)
     keep = codecs.selected_instances(detections, options)
-    masks = detections.masks[keep]
+    masks = np.asarray(detections.masks[keep])
     if len(masks):
         rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
         for instance, rle in zip(document["instances"], rles, strict=True):

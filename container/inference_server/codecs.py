@@ -33,6 +33,7 @@ from inference_server.errors import (
     NotAcceptable,
     UnsupportedMediaType,
 )
+from inference_server.masks import Crop, PastedMasks
 
 JSON = "application/json"
 # Formats a raw or base64 image body may be in. TIFF, GIF and the rest are left out: they add
@@ -291,19 +292,18 @@ def _window_holds_every_pixel(mask: np.ndarray, window: tuple[int, int, int, int
     return np.count_nonzero(mask[y0:y1]) == ones_inside
 
 
-def _run_lengths_from_crop(mask: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
-    """The COCO run lengths of the full-size mask (column-major, first run zeros), from its crop only.
+def _run_lengths_from_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    """The COCO run lengths of the (height, width) mask that is `crop` at column x0, row y0 and zeros
+    elsewhere (column-major, first run zeros), from the crop only.
 
     The crop's columns, each with a zero above and below, laid end to end: every run of ones then
     starts and ends inside its column, and maps to the same run in the full image's column-major
     order. A run that ends on a column's last image row and one that starts on the next column's
     first row are one run there.
     """
-    x0, y0, x1, y1 = window
-    height, width = mask.shape
-    padded_height = y1 - y0 + 2
-    columns = np.zeros((x1 - x0, padded_height), bool)
-    columns[:, 1:-1] = mask[y0:y1, x0:x1].T
+    padded_height = crop.shape[0] + 2
+    columns = np.zeros((crop.shape[1], padded_height), bool)
+    columns[:, 1:-1] = crop.T
     sequence = columns.ravel()
     changes = np.flatnonzero(sequence[1:] != sequence[:-1]) + 1
     column, row = np.divmod(changes, padded_height)
@@ -325,12 +325,32 @@ def encode_mask_rle(mask: np.ndarray, box: Sequence[float] | None = None) -> dic
     pycocotools compresses them: the same string, without transposing the whole image."""
     height, width = mask.shape
     window = _box_window(mask, box)
-    run_lengths = None if window is None else _run_lengths_from_crop(mask, window)
+    run_lengths = None
+    if window is not None:
+        x0, y0, x1, y1 = window
+        run_lengths = _run_lengths_from_crop(mask[y0:y1, x0:x1], x0, y0, height, width)
     if run_lengths is not None and _window_holds_every_pixel(mask, window, int(run_lengths[1::2].sum())):
-        rle = mask_util.frPyObjects({"size": [height, width], "counts": run_lengths}, height, width)
-    else:
-        rle = mask_util.encode(np.asfortranarray(mask[:, :, None], dtype=np.uint8))[0]
+        return _compressed_rle(run_lengths, height, width)
+    rle = mask_util.encode(np.asfortranarray(mask[:, :, None], dtype=np.uint8))[0]
     return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+
+
+def _compressed_rle(run_lengths: np.ndarray, height: int, width: int) -> dict:
+    rle = mask_util.frPyObjects({"size": [height, width], "counts": run_lengths}, height, width)
+    return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+
+
+def encode_crop_rle(crop: Crop, height: int, width: int) -> dict:
+    """A pasted mask's crop -> the COCO compressed RLE of its full-size mask (the same string as
+    encode_mask_rle gives for that mask), never building the full-size mask."""
+    x0, y0, pixels = crop
+    return _compressed_rle(_run_lengths_from_crop(pixels, x0, y0, height, width), height, width)
+
+
+def encode_crop_polygons(crop: Crop) -> list[list[float]]:
+    """A pasted mask's crop -> the polygons encode_polygons gives for its full-size mask."""
+    x0, y0, pixels = crop
+    return _contours(pixels, x0, y0)
 
 
 def encode_rle(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
@@ -344,13 +364,17 @@ def encode_polygons(mask: np.ndarray, box: Sequence[float] | None = None) -> lis
     Lossy (holes dropped, as COCO polygons cannot express them); RLE is the exact form. With the
     box, contours are traced in the crop (OpenCV pads the image with zeros, so the result is the same).
     """
-    import cv2  # imported by preload_encoders() while the model loads, not before the port is bound
-
     window = mask_window(mask, box)
     x0, y0, x1, y1 = window if window is not None else (0, 0, mask.shape[1], mask.shape[0])
-    contours, _ = cv2.findContours(
-        mask[y0:y1, x0:x1].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
+    return _contours(mask[y0:y1, x0:x1], x0, y0)
+
+
+def _contours(crop: np.ndarray, x0: int, y0: int) -> list[list[float]]:
+    import cv2  # imported by preload_encoders() while the model loads, not before the port is bound
+
+    if not crop.size:
+        return []
+    contours, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     # OpenCV gives integer pixel indices; +0.5 moves them to pixel centres like detectron2's GenericMask.
     return [
         ((contour.reshape(-1, 2) + (x0, y0)).reshape(-1).astype(np.float64) + 0.5).tolist()
@@ -379,12 +403,22 @@ def detections_document(detections: Detections, class_names: Sequence[str], opti
             detections.classes[keep], detections.scores[keep], detections.boxes[keep], strict=True
         )
     ]
-    if detections.masks is not None and options.mask_format is not MaskFormat.NONE:
+    masks = detections.masks
+    if masks is not None and options.mask_format is not MaskFormat.NONE:
+        rle = options.mask_format is MaskFormat.RLE
+        key = "mask" if rle else "polygons"
         # One mask at a time: detections.masks[keep] would copy every full-size mask first.
-        encode = encode_mask_rle if options.mask_format is MaskFormat.RLE else encode_polygons
-        key = "mask" if options.mask_format is MaskFormat.RLE else "polygons"
         for instance, index in zip(instances, keep, strict=True):
-            instance[key] = encode(detections.masks[index], detections.boxes[index])
+            if isinstance(masks, PastedMasks):  # the backends': pasted into its crop only, now
+                crop = masks.crop(int(index))
+                instance[key] = (
+                    encode_crop_rle(crop, detections.image_height, detections.image_width)
+                    if rle
+                    else encode_crop_polygons(crop)
+                )
+            else:  # a custom predict_fn's full-size arrays
+                encode = encode_mask_rle if rle else encode_polygons
+                instance[key] = encode(masks[index], detections.boxes[index])
     return {
         "image": {"height": detections.image_height, "width": detections.image_width},
         "instances": instances,

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from inference_server.masks import PastedMasks
+
 
 @dataclass(frozen=True)
 class Detections:
@@ -21,7 +23,10 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32, XYXY
     scores: np.ndarray  # (N,) float32, descending
     classes: np.ndarray  # (N,) int64, index into the predictor's class_names
-    masks: np.ndarray | None  # (N, H, W) bool at full image size; None if the model has no mask head
+    # (N, H, W) bool at full image size; None if the model has no mask head. The backends return
+    # PastedMasks (each mask pasted into its box region when read); a custom predict_fn may return
+    # an array.
+    masks: np.ndarray | PastedMasks | None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
