@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_server.errors import Overloaded, RequestTimedOut
+from inference_server.errors import Overloaded, RequestTimedOut, first_line
 
 logger = logging.getLogger("inference_server")
 
@@ -151,7 +151,7 @@ class ModelPool:
             thread.start()
             loaded.append(done)
         failures = []
-        for copy, done in zip(self.copies, loaded):
+        for copy, done in zip(self.copies, loaded, strict=True):
             try:
                 warm_up_s = done.result()
             except Exception as error:
@@ -160,13 +160,11 @@ class ModelPool:
             if warm_up_s:
                 self.estimate.add(warm_up_s)
         if failures:
-            from inference_server.artifact import first_line  # loaded by now: load_copy imports it
-
             self.close()
-            copy, error = failures[0]
+            failed_copy, failure = failures[0]
             raise CopyLoadFailed(
-                f"{copy.name} of {len(self.copies)} failed to load: {first_line(error)}"
-            ) from error
+                f"{failed_copy.name} of {len(self.copies)} failed to load: {first_line(failure)}"
+            ) from failure
 
     def _serve(self, copy: ModelCopy, load_copy: Callable[[ModelCopy], float], loaded: Future) -> None:
         try:

@@ -19,16 +19,9 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from inference_server.artifact import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file
+from inference_server.errors import first_line
 
 
 class StrictCheckpointer(DetectionCheckpointer):

@@ -14,18 +14,13 @@ import torch
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 from torchvision.transforms.functional import to_tensor
 
-from inference_server.artifact import (
-    MASK_THRESHOLD,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-    weights_state_dict,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
+from inference_server.errors import first_line
 
+# A box's mask is drawn where the mask head's probability exceeds this (detectron2 and torchvision's
+# own examples use the same value).
+MASK_THRESHOLD = 0.5
 ARCHITECTURES = {
     "maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn,
     "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2,
