@@ -98,8 +98,14 @@ def error_kind(error: BaseException) -> ErrorKind:
 
 
 def error_document(kind: ErrorKind, message: str, request_id: str, retry_after_s: int | None = None) -> dict:
-    error = {"code": kind.code, "message": message, "request_id": request_id}
+    error: dict[str, str | int] = {"code": kind.code, "message": message, "request_id": request_id}
     if retry_after_s is not None:
         # SageMaker passes the body on (OriginalMessage) but not the Retry-After header.
         error["retry_after_s"] = retry_after_s
     return {"error": error}
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line: libraries (torch.load, yacs) raise multi-line messages."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,9 +1,9 @@
 """The four handler functions of the SageMaker inference toolkit, and how an artifact overrides them.
 
     model_fn(model_dir)                    -> model          (once, at start-up)
-    input_fn(body, content_type[, ctx])    -> data           decode: codecs.decode_image
+    input_fn(body, content_type[, ctx])    -> data           decode: decoding.decode_image
     predict_fn(data, model[, ctx])         -> prediction     predict: the one model copy
-    output_fn(prediction, accept[, ctx])   -> body | (body, content_type)   encode: codecs
+    output_fn(prediction, accept[, ctx])   -> body | (body, content_type)   encode: response
 
 The artifact's optional code/inference.py may define any of them; each one it defines replaces
 the default, as in the toolkit. A user function receives the request context as an extra last
@@ -21,8 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from inference_server import codecs
+from inference_server import artifact
 from inference_server.backends.base import Detections
+from inference_server.content_types import first_concrete, negotiate
+from inference_server.decoding import decode_image
+from inference_server.request_options import RequestOptions
+from inference_server.response import detections_document, encode_json
 
 HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")
 
@@ -38,19 +42,15 @@ class RequestContext:
     max_image_pixels: int
     input_format: str = "BGR"  # the model's channel order (detectron2's INPUT.FORMAT default)
     class_names: tuple[str, ...] = ()
-    options: codecs.RequestOptions = field(default_factory=codecs.RequestOptions)
+    options: RequestOptions = field(default_factory=RequestOptions)
 
 
 def default_model_fn(model_dir: str) -> Any:
-    # Imported here, not at module level: the artifact code pulls in the ML stack, and the server
-    # must be listening (answering /ping with 503) within moments of the process starting.
-    from inference_server import artifact
-
     return artifact.load_predictor(Path(model_dir))
 
 
 def default_input_fn(body: bytes, content_type: str, context: RequestContext) -> np.ndarray:
-    return codecs.decode_image(
+    return decode_image(
         body, content_type, input_format=context.input_format, max_pixels=context.max_image_pixels
     )
 
@@ -60,9 +60,9 @@ def default_predict_fn(data: np.ndarray, model: Any, context: RequestContext) ->
 
 
 def default_output_fn(prediction: Detections, accept: str, context: RequestContext) -> tuple[bytes, str]:
-    response_type = codecs.negotiate(accept)
-    document = codecs.detections_document(prediction, context.class_names, context.options)
-    return codecs.encode_json(document), response_type
+    response_type = negotiate(accept)
+    document = detections_document(prediction, context.class_names, context.options)
+    return encode_json(document), response_type
 
 
 DEFAULTS: dict[str, Callable[..., Any]] = {
@@ -121,12 +121,6 @@ class Handlers:
     def encode(self, prediction: Any, context: RequestContext) -> tuple[bytes, str]:
         result = _call_with_optional_context(self.output_fn, context, prediction, context.accept)
         body, response_type = (
-            result if isinstance(result, tuple) else (result, _first_concrete(context.accept))
+            result if isinstance(result, tuple) else (result, first_concrete(context.accept))
         )
         return (body.encode("utf-8") if isinstance(body, str) else bytes(body)), response_type
-
-
-def _first_concrete(accept: str) -> str:
-    """A user output_fn that returns only a body answers in the first media type the caller named."""
-    first = codecs.media_type(accept.split(",", 1)[0])
-    return first if first and "*" not in first else codecs.JSON

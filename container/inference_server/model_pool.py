@@ -44,7 +44,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_server.errors import ModelUnhealthy, Overloaded, RequestTimedOut, ServingError
+from inference_server.errors import ModelUnhealthy, Overloaded, RequestTimedOut, ServingError, first_line
 
 logger = logging.getLogger("inference_server")
 
@@ -228,13 +228,11 @@ class ModelPool:
             if warm_up_s:
                 self.estimate.add(warm_up_s)
         if failures:
-            from inference_server.artifact import first_line  # loaded by now: load_copy imports it
-
             self.close()
-            copy, error = failures[0]
+            failed_copy, failure = failures[0]
             raise CopyLoadFailed(
-                f"{copy.name} of {len(self.copies)} failed to load: {first_line(error)}"
-            ) from error
+                f"{failed_copy.name} of {len(self.copies)} failed to load: {first_line(failure)}"
+            ) from failure
 
     def _serve(self, copy: ModelCopy, load_copy: Callable[[ModelCopy], float], loaded: Future) -> None:
         try:
@@ -283,8 +281,6 @@ class ModelPool:
         copy.errors_in_a_row += 1
         limit = self.health_policy.unhealthy_after_errors
         if limit is not None and copy.errors_in_a_row >= limit and copy.failed is None:
-            from inference_server.artifact import first_line  # loaded by now: load_copy imports it
-
             copy.failed = (
                 f"its last {copy.errors_in_a_row} inferences failed (UNHEALTHY_AFTER_ERRORS={limit}), "
                 f"the last with {first_line(failure)}"

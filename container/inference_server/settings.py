@@ -8,7 +8,7 @@ An invalid value stops the process with one line naming the variable and its all
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +16,7 @@ from typing import TypeVar
 from inference_server.allocator import HeapPolicy
 
 T = TypeVar("T")
+D = TypeVar("D")  # a default, which may be of another type than what is parsed (None)
 MIB = 1024 * 1024
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"
@@ -185,7 +186,7 @@ class _EnvReader:
         self.environ = environ
         self.errors: list[str] = []
 
-    def _parse(self, name: str, default: T, parse: Callable[[str], T], allowed: str) -> T:
+    def _parse(self, name: str, default: D, parse: Callable[[str], T], allowed: str) -> T | D:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -205,7 +206,7 @@ class _EnvReader:
         allowed = f"an integer in {minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
         return self._parse(name, default, parse, allowed)
 
-    def choice(self, name: str, choices: type[T] | tuple[T, ...], default: T) -> T:
+    def choice(self, name: str, choices: Iterable[T], default: T) -> T:
         options = tuple(choices)
 
         def parse(raw: str) -> T:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server import codecs
+from inference_server import mask_encoding
 from inference_server.masks import PastedMasks
 from tests.container.artifacts import DETECTRON2_MISSING
-from tests.container.test_codecs import full_image_polygons, full_image_rle
+from tests.container.mask_reference import full_image_polygons, full_image_rle
 
 HEIGHT, WIDTH = 97, 131
 SEEDS = range(4)
@@ -61,17 +61,16 @@ def assert_crops_hold_the_full_masks(pasted: PastedMasks, expected: np.ndarray, 
         assert pixels.sum() == mask.sum()  # nothing of the mask lies outside its crop
         assert x0 >= 0 and x0 + pixels.shape[1] <= WIDTH and y0 >= 0 and y0 + pixels.shape[0] <= HEIGHT
         np.testing.assert_array_equal(pasted[index], mask)
-        assert codecs.encode_crop_rle(crop, HEIGHT, WIDTH) == full_image_rle(mask)
-        assert codecs.encode_crop_polygons(crop) == full_image_polygons(mask)
-        assert codecs.encode_mask_rle(mask, boxes[index].tolist()) == full_image_rle(mask)
+        assert mask_encoding.encode_crop_rle(crop, HEIGHT, WIDTH) == full_image_rle(mask)
+        assert mask_encoding.encode_crop_polygons(crop) == full_image_polygons(mask)
+        assert mask_encoding.encode_mask_rle(mask, boxes[index].tolist()) == full_image_rle(mask)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_torchvision_crops_are_its_full_image_paste(seed):
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-    from inference_server.artifact import MASK_THRESHOLD
-    from inference_server.backends.torchvision import TorchvisionMaskPaste
+    from inference_server.backends.torchvision import MASK_THRESHOLD, TorchvisionMaskPaste
 
     probabilities, boxes = random_probabilities(36, seed), random_boxes(36, seed)
     expected = (paste_masks_in_image(probabilities, boxes, (HEIGHT, WIDTH))[:, 0] > MASK_THRESHOLD).numpy()
@@ -88,10 +87,10 @@ def test_a_torchvision_box_wholly_outside_the_image_pastes_nothing():
         HEIGHT, WIDTH, 2, TorchvisionMaskPaste(random_probabilities(2, 0), boxes, HEIGHT, WIDTH)
     )
     assert not np.asarray(pasted).any() and not pasted.any()
-    assert codecs.encode_crop_rle(pasted.crop(0), HEIGHT, WIDTH) == full_image_rle(
+    assert mask_encoding.encode_crop_rle(pasted.crop(0), HEIGHT, WIDTH) == full_image_rle(
         np.zeros((HEIGHT, WIDTH), bool)
     )
-    assert codecs.encode_crop_polygons(pasted.crop(1)) == []
+    assert mask_encoding.encode_crop_polygons(pasted.crop(1)) == []
 
 
 @pytest.mark.parametrize("seed", SEEDS)

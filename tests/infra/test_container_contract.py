@@ -3,7 +3,8 @@
 import re
 from typing import get_args
 
-from inference_server.codecs import DECODERS, JSON
+from inference_server.content_types import JSON
+from inference_server.decoding import DECODERS
 from inference_server.settings import InferenceMode
 from sagemaker_constructs.images import InferenceImages
 from sagemaker_constructs.packaged_model import InferenceMode as DeployedMode

@@ -23,16 +23,9 @@ from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 
-from inference_server.artifact import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file
+from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 
 # detectron2's default mask threshold (detector_postprocess, paste_masks_in_image): a pixel is in

@@ -21,23 +21,17 @@ from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrc
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.transforms.functional import to_tensor
 
-from inference_server.artifact import (
-    MASK_THRESHOLD,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-    weights_state_dict,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
+from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 
+# A box's mask is drawn where the mask head's probability exceeds this (detectron2 and torchvision's
+# own examples use the same value).
+MASK_THRESHOLD = 0.5
 # Where the roi heads' 28x28 mask probabilities go instead of "masks", so that the transform's
 # postprocess (which pastes every "masks" entry into the full image) leaves them alone.
 MASK_PROBABILITIES = "mask_probabilities"
-
 ARCHITECTURES = {
     "maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn,
     "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2,
