@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,9 @@ SERVER_ENV_VARS = (
     "MODEL_COPIES",
     "MIXED_PRECISION",
     "MAX_QUEUE_DEPTH",
+    "HEAP_POLICY",
+    "LOG_FORMAT",
+    "READ_TIMEOUT_S",
 )
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300
@@ -44,6 +48,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _json_record(line: str) -> dict | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "message" in record else None
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -51,6 +65,24 @@ class RunningServer:
     log_path: Path
 
     def log(self) -> str:
+        """The log as text: each JSON record as its message (and its traceback below it), any other
+        line (the interpreter's own, a library printing) as it is."""
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            record = _json_record(line)
+            if record is None:
+                lines.append(line)
+                continue
+            lines.append(str(record["message"]))
+            if "traceback" in record:
+                lines.append(str(record["traceback"]))
+        return "\n".join(lines) + "\n"
+
+    def records(self) -> list[dict]:
+        """The log's JSON records, in order."""
+        return [record for line in self.log_path.read_text().splitlines() if (record := _json_record(line))]
+
+    def raw_log(self) -> str:
         return self.log_path.read_text()
 
     def ping(self, timeout: float = 5) -> requests.Response:
