@@ -229,6 +229,10 @@ async def invocations(request: Request) -> Response:
                 status=200 if as_record else None,
                 retry_after_s=error.retry_after_s,
             )
+            if isinstance(error, ReadTimedOut | BodyIncomplete):
+                # The rest of the body is not read: the connection cannot carry another request (and a
+                # slow sender must not keep it).
+                response.headers["connection"] = "close"
         except Exception:
             logger.exception(
                 "request %s failed with an internal error", request_id, extra={"request_id": request_id}

@@ -294,6 +294,12 @@ class ModelServer:
                     data = await self._on_codec_thread(handlers.decode, body, context)
                     trace.decode_s = time.monotonic() - started
                     trace.stage, queued = Stage.QUEUED, time.monotonic()
+                    logger.debug(
+                        "request %s: decoded in %.0f ms, queued for a model copy",
+                        context.request_id,
+                        trace.decode_s * 1000,
+                        extra={"request_id": context.request_id, "stage": "queued"},
+                    )
                     prediction = await pool.run(ticket, predict)
                     trace.stage, started = Stage.ENCODING, time.monotonic()
                     result = await self._on_codec_thread(handlers.encode, prediction, context)

@@ -135,9 +135,14 @@ class ServerLauncher:
         self.servers: list[RunningServer] = []
 
     def __call__(
-        self, model_dir: Path, env: Mapping[str, str] | None = None, *, wait_ready: bool = True
+        self,
+        model_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        wait_ready: bool = True,
+        port: int | None = None,
     ) -> RunningServer:
-        port = free_port()
+        port = port or free_port()
         process_env = {key: value for key, value in os.environ.items() if key not in SERVER_ENV_VARS}
         process_env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")])
