@@ -40,6 +40,10 @@ class BodyIncomplete(ServingError):
     """The body stopped arriving before it was complete (e.g. a Content-Length larger than what was sent)."""
 
 
+class ReadTimedOut(ServingError):
+    """The headers or the body took longer than READ_TIMEOUT_S to arrive (e.g. a body at 1 byte/s)."""
+
+
 class ImageTooLarge(PayloadTooLarge):
     """The image header declares more pixels than MAX_IMAGE_PIXELS (decompression-bomb guard)."""
 
@@ -64,6 +68,21 @@ class Overloaded(ServingError):
     """Refused at admission: the queue ahead means the request cannot finish within its limit."""
 
 
+class ShuttingDown(ServingError):
+    """The server received SIGTERM: it admits nothing new, and answers what it cannot finish within the
+    grace period with this instead of leaving it for the platform to cut off."""
+
+
+class InvalidHandlerResult(ServingError):
+    """A user handler (code/inference.py) returned what the server cannot send: output_fn's body must be
+    bytes-like or str, its content type a str that is a valid header value."""
+
+
+class UserCodeAborted(Exception):
+    """A user handler raised SystemExit, KeyboardInterrupt or another BaseException that is not an
+    Exception: turned into this so that it fails the one request (a 500), never the server."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -85,6 +104,9 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     ModelUnhealthy: ErrorKind(503, "model_unhealthy"),
     RequestTimedOut: ErrorKind(503, "request_timed_out"),
     Overloaded: ErrorKind(503, "overloaded"),
+    ShuttingDown: ErrorKind(503, "shutting_down"),
+    ReadTimedOut: ErrorKind(408, "read_timed_out"),
+    InvalidHandlerResult: ErrorKind(500, "invalid_handler_result"),
 }
 INTERNAL_ERROR = ErrorKind(500, "internal_error")
 

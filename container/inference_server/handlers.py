@@ -8,6 +8,10 @@
 The artifact's optional code/inference.py may define any of them; each one it defines replaces
 the default, as in the toolkit. A user function receives the request context as an extra last
 argument only when its signature has room for it (toolkit semantics too).
+
+Whatever a user function raises fails its one request (or the load), never the server: a
+SystemExit, KeyboardInterrupt or other BaseException becomes UserCodeAborted, an Exception like any
+other. What output_fn returns is checked before it is sent (InvalidHandlerResult names the handler).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from inference_server import artifact
 from inference_server.backends.base import Detections
 from inference_server.content_types import first_concrete, negotiate
 from inference_server.decoding import decode_image
+from inference_server.errors import InvalidHandlerResult, UserCodeAborted
 from inference_server.request_options import RequestOptions
 from inference_server.response import detections_document, encode_json
 
@@ -82,6 +87,36 @@ def _call_with_optional_context(function: Callable[..., Any], context: RequestCo
     return function(*args, context) if accepts_more else function(*args)
 
 
+def _contained(name: str, function: Callable[..., Any], *args: Any) -> Any:
+    """function(*args), with a BaseException that is not an Exception turned into UserCodeAborted:
+    raised on a codec or model thread, a SystemExit would otherwise reach the event loop and stop it."""
+    try:
+        return function(*args)
+    except Exception:
+        raise
+    except BaseException as error:
+        raise UserCodeAborted(f"{name} raised {type(error).__name__}: {error}") from error
+
+
+def _is_header_value(value: str) -> bool:
+    """Visible ASCII and inner spaces only: what h11 sends (anything else, CR/LF above all, would drop
+    the connection or split the response)."""
+    return (
+        bool(value) and value == value.strip() and all(" " <= char <= "~" or char == "\t" for char in value)
+    )
+
+
+def _response_body(body: Any) -> bytes:
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    raise InvalidHandlerResult(
+        f"output_fn returned a body of type {type(body).__name__}; it must be bytes, bytearray, "
+        "memoryview or str, alone or as (body, content_type)"
+    )
+
+
 @dataclass(frozen=True)
 class Handlers:
     """The composed handler functions: defaults, with the user's overrides in their place."""
@@ -110,17 +145,32 @@ class Handlers:
         return "output_fn" not in self.overridden
 
     def load_model(self, model_dir: Path) -> Any:
-        return self.model_fn(str(model_dir))
+        return _contained("model_fn", self.model_fn, str(model_dir))
 
     def decode(self, body: bytes, context: RequestContext) -> Any:
-        return _call_with_optional_context(self.input_fn, context, body, context.content_type)
+        return _contained(
+            "input_fn", _call_with_optional_context, self.input_fn, context, body, context.content_type
+        )
 
     def predict(self, data: Any, model: Any, context: RequestContext) -> Any:
-        return _call_with_optional_context(self.predict_fn, context, data, model)
+        return _contained("predict_fn", _call_with_optional_context, self.predict_fn, context, data, model)
 
     def encode(self, prediction: Any, context: RequestContext) -> tuple[bytes, str]:
-        result = _call_with_optional_context(self.output_fn, context, prediction, context.accept)
-        body, response_type = (
-            result if isinstance(result, tuple) else (result, first_concrete(context.accept))
+        result = _contained(
+            "output_fn", _call_with_optional_context, self.output_fn, context, prediction, context.accept
         )
-        return (body.encode("utf-8") if isinstance(body, str) else bytes(body)), response_type
+        if not isinstance(result, tuple):
+            return _response_body(result), first_concrete(context.accept)
+        if len(result) != 2:
+            raise InvalidHandlerResult(
+                f"output_fn returned a tuple of {len(result)} items; it must return a body or "
+                "(body, content_type)"
+            )
+        body, response_type = result
+        if not isinstance(response_type, str) or not _is_header_value(response_type):
+            shown = repr(response_type) if isinstance(response_type, str) else type(response_type).__name__
+            raise InvalidHandlerResult(
+                f"output_fn returned content type {shown[:100]}; it must be a str that is a valid HTTP "
+                "header value (visible ASCII, no CR or LF)"
+            )
+        return _response_body(body), response_type

@@ -11,7 +11,8 @@ knows what every copy is doing, so
 - a request that cannot finish before its deadline, given the queue ahead of it, is refused at
   admission, at once, with the seconds after which it would fit (`Overloaded`, 503 + Retry-After);
 - a queued request whose deadline passes is removed from the queue and never computed;
-- a copy that becomes free never starts a request that cannot finish in its remaining time.
+- a copy that becomes free never starts a request that cannot finish in its remaining time, nor one
+  whose caller has disconnected (its ticket says so).
 
 An idle copy with nothing queued always takes a request, so a stale estimate corrects itself.
 
@@ -173,6 +174,10 @@ class Ticket:
     deadline: float  # time.monotonic()
     queued: bool = False
     released: bool = False
+    # Set (from any thread) when the caller has disconnected: the request is never started.
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    # Why a cancelled request left the queue, for the log: its own deadline, unless the server says.
+    cancelled_because: str = "deadline passed"
 
 
 @dataclass(eq=False)
@@ -197,6 +202,7 @@ class ModelPool:
         self.estimate = MovingEstimate()
         self.dropped = 0  # admitted requests that were never computed because their deadline came first
         self.refused = 0
+        self.abandoned = 0  # admitted requests never computed because their caller disconnected first
         self._changed = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._admitted = 0  # admitted but not yet queued (still decoding)
@@ -422,9 +428,9 @@ class ModelPool:
                     self._queue.remove(job)
                 self.dropped += 1
             logger.info(
-                "request %s: deadline passed while queued; removed from the queue, never computed "
-                "(%d dropped so far)",
+                "request %s: %s while queued; removed from the queue, never computed (%d dropped so far)",
                 job.ticket.request_id,
+                job.ticket.cancelled_because,
                 self.dropped,
             )
 
@@ -442,16 +448,33 @@ class ModelPool:
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: its callback counts it
+                gone = job.ticket.abandoned.is_set()
+                if gone:
+                    self.abandoned += 1
+                    abandoned = self.abandoned
                 now = self._clock()
                 remaining = job.ticket.deadline - now
                 estimate = self.estimate.likely_max
                 # An estimate longer than the whole limit is out of date, not a reason to start nothing.
-                if remaining > 0 and (remaining > estimate or estimate >= job.ticket.timeout_s):
+                if not gone and remaining > 0 and (remaining > estimate or estimate >= job.ticket.timeout_s):
                     copy.busy_since = now
                     copy.running_deadline = job.ticket.deadline
                     return job
-                self.dropped += 1
-                dropped = self.dropped
+                if not gone:
+                    self.dropped += 1
+                    dropped = self.dropped
+            if gone:
+                logger.info(
+                    "request %s: not started on %s: its caller disconnected; never computed "
+                    "(%d abandoned so far)",
+                    job.ticket.request_id,
+                    copy.name,
+                    abandoned,
+                )
+                job.future.set_exception(
+                    RequestTimedOut("the caller disconnected before the request started")
+                )
+                continue
             logger.info(
                 "request %s: not started on %s, %.1f s left and an inference takes about %.1f s; "
                 "never computed (%d dropped so far)",
@@ -483,6 +506,7 @@ class ModelPool:
                 "deviation_s": self.estimate.deviation,
                 "refused": self.refused,
                 "dropped": self.dropped,
+                "abandoned": self.abandoned,
                 "inferences": [copy.inferences for copy in self.copies],
             }
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from inference_server.allocator import HeapPolicy
+from inference_server.logs import LogFormat
 
 T = TypeVar("T")
 D = TypeVar("D")  # a default, which may be of another type than what is parsed (None)
@@ -48,6 +49,10 @@ class BatchRecordErrors(enum.StrEnum):
 class ModeLimits:
     max_request_bytes: int
     request_timeout_s: int
+    # How long a request's headers, and then its body, may take to arrive (READ_TIMEOUT_S). SageMaker's
+    # front end forwards a request only once it has all of it, so a request that trickles in is a
+    # client on the container's own network misbehaving (or an attack), never a slow caller.
+    read_timeout_s: int = 60
 
 
 # The platform's own limits per mode. Real-time and serverless callers give up after 60 s, so a
@@ -56,10 +61,13 @@ class ModeLimits:
 MODE_LIMITS: dict[InferenceMode, ModeLimits] = {
     InferenceMode.REALTIME: ModeLimits(max_request_bytes=6 * MIB, request_timeout_s=60),
     InferenceMode.SERVERLESS: ModeLimits(max_request_bytes=4 * MIB, request_timeout_s=60),
-    InferenceMode.ASYNC: ModeLimits(max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S),
+    # Up to 1 GiB from S3 through the platform's agent: 600 s is 1.7 MiB/s at worst.
+    InferenceMode.ASYNC: ModeLimits(
+        max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S, read_timeout_s=600
+    ),
     # max_request_bytes comes from SAGEMAKER_MAX_PAYLOAD_IN_MB in batch mode.
     InferenceMode.BATCH: ModeLimits(
-        max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S
+        max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S, read_timeout_s=600
     ),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -96,6 +104,12 @@ class Settings:
     batch_payload_mb: int = DEFAULT_BATCH_PAYLOAD_MB
     batch_record_errors: BatchRecordErrors = BatchRecordErrors.OBJECT
     log_level: str = "info"
+    # LOG_FORMAT: `json` (the default) writes one JSON object per line, each traceback in one field, as
+    # CloudWatch wants it; `text` writes plain lines for reading in a terminal (local serving).
+    log_format: LogFormat = LogFormat.JSON
+    # READ_TIMEOUT_S: seconds a request's headers may take from its first byte, and its body from its
+    # headers, before it is answered 408 and closed (default by mode: 60 s, async and batch 600 s).
+    read_timeout_s: int = MODE_LIMITS[InferenceMode.REALTIME].read_timeout_s
     model_copies: int | None = None  # None: one per visible GPU, one on CPU
     mixed_precision: MixedPrecision = MixedPrecision.OFF
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
@@ -164,6 +178,10 @@ class Settings:
                 "BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT
             ),
             log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+            log_format=reader.choice("LOG_FORMAT", LogFormat, LogFormat.JSON),
+            read_timeout_s=reader.integer(
+                "READ_TIMEOUT_S", limits.read_timeout_s, minimum=1, maximum=MAX_TIMEOUT_S
+            ),
             model_copies=reader.integer("MODEL_COPIES", None, minimum=1, maximum=MAX_MODEL_COPIES),
             mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
             max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
