@@ -26,14 +26,14 @@ def phases(model_dir: Path) -> dict[str, float]:
     """Seconds for each step ModelServer._load_and_warm_up takes, in a process that has imported
     nothing of the ML stack yet."""
     started = time.perf_counter()
-    from inference_server import artifact, codecs
+    from inference_server import artifact, mask_encoding
 
-    codecs.preload_encoders()
+    mask_encoding.preload_encoders()
     artifact.backend_module(artifact.read_metadata(model_dir).backend)  # torch, the backend library
     imported = time.perf_counter()
     predictor = artifact.load_predictor(model_dir)
     loaded = time.perf_counter()
-    from inference_server.app import WARMUP_SHAPE
+    from inference_server.model_server import WARMUP_SHAPE
 
     warmup_image = np.random.default_rng(0).integers(0, 256, WARMUP_SHAPE, np.uint8)
     warm_started = time.perf_counter()

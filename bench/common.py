@@ -182,9 +182,9 @@ class Backend:
 
     @cached_property
     def image(self) -> np.ndarray:
-        from inference_server import codecs
+        from inference_server import decoding
 
-        return codecs.decode_image(
+        return decoding.decode_image(
             self.jpeg, "image/jpeg", input_format=self.predictor.input_format, max_pixels=10**9
         )
 

@@ -21,11 +21,11 @@ def main() -> None:
     from inference_server import allocator
 
     allocator.apply(heap_policy())
-    from inference_server import artifact, codecs
+    from inference_server import artifact, decoding
 
     model_dir, photo = Path(sys.argv[1]), Path(sys.argv[2])
     predictor = artifact.load_predictor(model_dir)
-    image = codecs.decode_image(
+    image = decoding.decode_image(
         photo.read_bytes(), "image/jpeg", input_format=predictor.input_format, max_pixels=10**9
     )
     predictor(image)  # the warm-up

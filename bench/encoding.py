@@ -1,4 +1,4 @@
-"""Encoding the response: the crop encoder (codecs.detections_document, each mask's run lengths from
+"""Encoding the response: the crop encoder (response.detections_document, each mask's run lengths from
 its box crop) against the full-image path it replaced, kept here only for this comparison."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from bench.common import Backend, Table, ms, percentile, timed
-from inference_server import codecs
-from inference_server.codecs import MaskFormat, RequestOptions
+from inference_server import response
+from inference_server.request_options import MaskFormat, RequestOptions
 
 TITLE = "Response encoding (JSON + COCO RLE)"
 
@@ -20,9 +20,9 @@ def full_image_document(detections, class_names, options: RequestOptions) -> dic
     """The encoder before the crop encoder: every selected mask copied, transposed into Fortran order
     over the full image and run through pycocotools in one call."""
     without_masks = dataclasses.replace(options, mask_format=MaskFormat.NONE)
-    document = codecs.detections_document(detections, class_names, without_masks)
-    keep = codecs.selected_instances(detections, options)
-    masks = detections.masks[keep]
+    document = response.detections_document(detections, class_names, without_masks)
+    keep = response.selected_instances(detections, options)
+    masks = np.asarray(detections.masks[keep])
     if len(masks):
         rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
         for instance, rle in zip(document["instances"], rles, strict=True):
@@ -44,10 +44,10 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
 
         # Bound as defaults: each closure is the loop's current backend (B023).
         def before(detections=detections, names=names) -> bytes:
-            return codecs.encode_json(full_image_document(detections, names, request_options))
+            return response.encode_json(full_image_document(detections, names, request_options))
 
         def after(detections=detections, names=names) -> bytes:
-            return codecs.encode_json(codecs.detections_document(detections, names, request_options))
+            return response.encode_json(response.detections_document(detections, names, request_options))
 
         same = before() == after()
         full, crop = [], []

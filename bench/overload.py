@@ -363,7 +363,7 @@ def distribution(values: list[float], digits: int = 4) -> str:
 def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
     import torch
 
-    from inference_server import artifact, codecs
+    from inference_server import artifact, decoding
 
     device = args.accuracy_device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
@@ -375,7 +375,7 @@ def mixed_precision(args: argparse.Namespace, images: list[Path]) -> str:
     predictor = artifact.load_predictor(args.model_dir)
     memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     decoded = [
-        codecs.decode_image(
+        decoding.decode_image(
             path.read_bytes(), "image/jpeg", input_format=predictor.input_format, max_pixels=10**9
         )
         for path in images

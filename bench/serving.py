@@ -11,19 +11,20 @@ import requests
 
 from bench.common import Backend, Table, ms, percentile, timed
 from bench.direct import DirectPredictor
-from inference_server import codecs
-from inference_server.codecs import RequestOptions
+from inference_server import decoding, response
+from inference_server.request_options import RequestOptions
 
 TITLE = "Served vs direct predictor"
 
 
 def own_work_once(backend: Backend) -> bytes:
     """Decode the JPEG and encode the response for it, as the server's codec threads do."""
-    codecs.decode_image(
+    decoding.decode_image(
         backend.jpeg, "image/jpeg", input_format=backend.predictor.input_format, max_pixels=10**9
     )
-    document = codecs.detections_document(backend.detections, backend.predictor.class_names, RequestOptions())
-    return codecs.encode_json(document)
+    names = backend.predictor.class_names
+    document = response.detections_document(backend.detections, names, RequestOptions())
+    return response.encode_json(document)
 
 
 def run(backends: list[Backend], options: argparse.Namespace) -> Table:

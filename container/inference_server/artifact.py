@@ -1,14 +1,10 @@
-"""The model artifact: what `model.tar.gz` holds, and how the server turns it into a Predictor.
+"""Turning an extracted artifact into a Predictor: read metadata.json, import the backend it names,
+load it; and the artifact's optional user code (code/inference.py).
 
-SageMaker extracts `model.tar.gz` to /opt/ml/model before the container starts. Layout::
-
-    metadata.json       always: format_version, backend, class_names (+ backend options)
-    config.yaml         detectron2 only: the full (flattened) config; MODEL.WEIGHTS is ignored
-    model_final.pth     the weights: {"model": state_dict}
-    code/inference.py   optional: model_fn / input_fn / predict_fn / output_fn overrides
-
-Weights are always read from the bundled file, never from a URL, so loading works under network
-isolation. `python -m inference_server.package` writes this layout and checks that it loads.
+SageMaker extracts `model.tar.gz` to /opt/ml/model before the container starts (the layout is in
+`artifact_format.py`). Weights are always read from the bundled file, never from a URL, so loading
+works under network isolation. `python -m inference_server.package` writes the layout and checks
+that it loads.
 """
 
 from __future__ import annotations
@@ -19,96 +15,29 @@ import sys
 import tarfile
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Literal
+from typing import cast
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
+from pydantic import ValidationError
+
+from inference_server.artifact_format import (
+    CODE_DIR,
+    METADATA_FILE,
+    USER_MODULE_FILE,
+    ArtifactError,
+    ArtifactMetadata,
+    describe_validation_error,
 )
+from inference_server.backends.base import Backend, Predictor
 
-from inference_server.backends.base import Predictor
-
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model_final.pth"
-CODE_DIR = "code"
-USER_MODULE_FILE = "inference.py"
-# torchvision draws a box's mask where the mask head's probability exceeds this (detectron2 and
-# torchvision's own examples use the same value).
-MASK_THRESHOLD = 0.5
-
-
-class ArtifactError(Exception):
-    """The artifact is incomplete or does not load; the message is one line meant for people."""
-
-
-ClassName = Annotated[str, StringConstraints(min_length=1)]
-
-
-class TorchvisionOptions(BaseModel):
-    """How to build torchvision's Mask R-CNN; num_classes is len(class_names) + 1 (background)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    architecture: Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"] = "maskrcnn_resnet50_fpn"
-    min_size: int = Field(default=800, gt=0)  # test-time resize of the short edge
-    max_size: int = Field(default=1333, gt=0)  # cap on the long edge
-    score_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
-    detections_per_image: int = Field(default=100, gt=0)
-
-
-class ArtifactMetadata(BaseModel):
-    """metadata.json. For detectron2, everything else (resize, thresholds) lives in config.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format_version: Literal[1] = FORMAT_VERSION
-    backend: Literal["detectron2", "torchvision"]
-    class_names: tuple[ClassName, ...] = Field(min_length=1)
-    # Validated even when omitted, so a torchvision artifact always carries its options.
-    torchvision: TorchvisionOptions | None = Field(default=None, validate_default=True)
-
-    @field_validator("class_names")
-    @classmethod
-    def _unique(cls, class_names: tuple[str, ...]) -> tuple[str, ...]:
-        duplicates = sorted({name for name in class_names if class_names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"must be unique, repeated: {', '.join(duplicates)}")
-        return class_names
-
-    @field_validator("torchvision")
-    @classmethod
-    def _only_for_torchvision(
-        cls, options: TorchvisionOptions | None, info: ValidationInfo
-    ) -> TorchvisionOptions | None:
-        backend = info.data.get("backend")
-        if backend == "torchvision":
-            return options or TorchvisionOptions()
-        if options is not None:
-            raise ValueError(f"only allowed with backend torchvision, not {backend}")
-        return None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """pydantic's multi-line report as one line naming each bad field."""
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "metadata"
-        problems.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
-    return "; ".join(problems)
+# The artifact's public face for callers outside the server (the d2sm client's validator).
+__all__ = [
+    "ArtifactError",
+    "backend_module",
+    "extract",
+    "load_predictor",
+    "load_user_module",
+    "read_metadata",
+]
 
 
 def read_metadata(model_dir: Path) -> ArtifactMetadata:
@@ -121,17 +50,12 @@ def read_metadata(model_dir: Path) -> ArtifactMetadata:
         raise ArtifactError(f"{path} is invalid: {describe_validation_error(error)}") from None
 
 
-def require_file(model_dir: Path, name: str) -> Path:
-    path = Path(model_dir) / name
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing from the model artifact")
-    return path
-
-
-def backend_module(backend: str) -> ModuleType:
-    """inference_server.backends.<backend>, imported only when an artifact asks for it."""
+def backend_module(backend: str) -> Backend:
+    """inference_server.backends.<backend>, imported only when an artifact asks for it: each backend
+    imports its own ML library (torch, detectron2), which may be absent from the image."""
     try:
-        return importlib.import_module(f"inference_server.backends.{backend}")
+        # A module that implements the Backend protocol (its load and export functions).
+        return cast(Backend, importlib.import_module(f"inference_server.backends.{backend}"))
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] != backend:
             raise
@@ -176,37 +100,3 @@ def extract(tarball: Path, dest: Path) -> Path:
     with tarfile.open(tarball, "r:gz") as archive:
         archive.extractall(dest, filter="data")
     return dest
-
-
-def weights_state_dict(checkpoint: object, path: Path) -> dict:
-    """The model's state dict from a checkpoint: {"model": state_dict, ...} or a bare state dict."""
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
-        return checkpoint["model"]
-    if isinstance(checkpoint, dict) and checkpoint:
-        return checkpoint
-    raise ArtifactError(f"{path} holds no state dict")
-
-
-def describe_mismatch(
-    missing: list[str], shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]], path: Path
-) -> str:
-    """One line saying why weights do not fit the model (names the first few offending keys)."""
-    parts = []
-    if shapes:
-        key, in_file, in_model = shapes[0]
-        more = f" and {len(shapes) - 1} more" if len(shapes) > 1 else ""
-        parts.append(
-            f"shape mismatch for {key}: {tuple(in_file)} in the file, {tuple(in_model)} in the model{more}"
-        )
-    shape_keys = {key for key, _, _ in shapes}
-    missing = [key for key in missing if key not in shape_keys]
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        parts.append(f"{len(missing)} model weights missing from the file ({', '.join(missing[:3])}{more})")
-    return f"{path} does not fit the model: " + "; ".join(parts)
-
-
-def first_line(error: BaseException) -> str:
-    """An exception as one line: libraries (torch.load, yacs) raise multi-line messages."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -40,6 +40,10 @@ class BodyIncomplete(ServingError):
     """The body stopped arriving before it was complete (e.g. a Content-Length larger than what was sent)."""
 
 
+class ReadTimedOut(ServingError):
+    """The headers or the body took longer than READ_TIMEOUT_S to arrive (e.g. a body at 1 byte/s)."""
+
+
 class ImageTooLarge(PayloadTooLarge):
     """The image header declares more pixels than MAX_IMAGE_PIXELS (decompression-bomb guard)."""
 
@@ -52,12 +56,31 @@ class ModelNotReady(ServingError):
     """The model is still loading or warming up."""
 
 
+class ModelUnhealthy(ServingError):
+    """No model copy can serve: each is hung or out of service after repeated internal errors."""
+
+
 class RequestTimedOut(ServingError):
     """The request waited or ran longer than REQUEST_TIMEOUT_S (queued behind other inferences)."""
 
 
 class Overloaded(ServingError):
     """Refused at admission: the queue ahead means the request cannot finish within its limit."""
+
+
+class ShuttingDown(ServingError):
+    """The server received SIGTERM: it admits nothing new, and answers what it cannot finish within the
+    grace period with this instead of leaving it for the platform to cut off."""
+
+
+class InvalidHandlerResult(ServingError):
+    """A user handler (code/inference.py) returned what the server cannot send: output_fn's body must be
+    bytes-like or str, its content type a str that is a valid header value."""
+
+
+class UserCodeAborted(Exception):
+    """A user handler raised SystemExit, KeyboardInterrupt or another BaseException that is not an
+    Exception: turned into this so that it fails the one request (a 500), never the server."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +101,12 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     BodyIncomplete: ErrorKind(408, "body_incomplete"),
     UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
     ModelNotReady: ErrorKind(503, "model_not_ready"),
+    ModelUnhealthy: ErrorKind(503, "model_unhealthy"),
     RequestTimedOut: ErrorKind(503, "request_timed_out"),
     Overloaded: ErrorKind(503, "overloaded"),
+    ShuttingDown: ErrorKind(503, "shutting_down"),
+    ReadTimedOut: ErrorKind(408, "read_timed_out"),
+    InvalidHandlerResult: ErrorKind(500, "invalid_handler_result"),
 }
 INTERNAL_ERROR = ErrorKind(500, "internal_error")
 
@@ -93,8 +120,14 @@ def error_kind(error: BaseException) -> ErrorKind:
 
 
 def error_document(kind: ErrorKind, message: str, request_id: str, retry_after_s: int | None = None) -> dict:
-    error = {"code": kind.code, "message": message, "request_id": request_id}
+    error: dict[str, str | int] = {"code": kind.code, "message": message, "request_id": request_id}
     if retry_after_s is not None:
         # SageMaker passes the body on (OriginalMessage) but not the Retry-After header.
         error["retry_after_s"] = retry_after_s
     return {"error": error}
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line: libraries (torch.load, yacs) raise multi-line messages."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from inference_server.artifact import (
+from inference_server.artifact import backend_module, load_predictor
+from inference_server.artifact_format import (
     CODE_DIR,
     CONFIG_FILE,
     METADATA_FILE,
@@ -35,9 +36,7 @@ from inference_server.artifact import (
     ArtifactError,
     ArtifactMetadata,
     TorchvisionOptions,
-    backend_module,
     describe_validation_error,
-    load_predictor,
 )
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"  # written by detectron2's periodic checkpointer
@@ -114,7 +113,10 @@ def build_artifact(
     """Stage, load-check and tar an artifact; raises ArtifactError (one line) when it would not serve."""
     output, weights = Path(output), Path(weights)
     try:
-        metadata = ArtifactMetadata(backend=backend, class_names=class_names, torchvision=torchvision_options)
+        # Validated from plain values: backend and class names come from the command line unchecked.
+        metadata = ArtifactMetadata.model_validate(
+            {"backend": backend, "class_names": class_names, "torchvision": torchvision_options}
+        )
     except ValidationError as error:
         raise ArtifactError(describe_validation_error(error)) from None
     for path in (weights, config):
@@ -122,7 +124,7 @@ def build_artifact(
             raise ArtifactError(f"{path} does not exist")
     if not output.parent.is_dir():
         raise ArtifactError(f"--output directory {output.parent} does not exist")
-    module = backend_module(backend)  # fails first when the backend's library is missing
+    module = backend_module(metadata.backend)  # fails first when the backend's library is missing
     with tempfile.TemporaryDirectory(prefix="model-artifact-") as staging:
         staging_dir = Path(staging)
         module.export(metadata, weights, None if config is None else Path(config), staging_dir)

@@ -8,14 +8,16 @@ An invalid value stops the process with one line naming the variable and its all
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from inference_server.allocator import HeapPolicy
+from inference_server.logs import LogFormat
 
 T = TypeVar("T")
+D = TypeVar("D")  # a default, which may be of another type than what is parsed (None)
 MIB = 1024 * 1024
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"
@@ -47,6 +49,10 @@ class BatchRecordErrors(enum.StrEnum):
 class ModeLimits:
     max_request_bytes: int
     request_timeout_s: int
+    # How long a request's headers, and then its body, may take to arrive (READ_TIMEOUT_S). SageMaker's
+    # front end forwards a request only once it has all of it, so a request that trickles in is a
+    # client on the container's own network misbehaving (or an attack), never a slow caller.
+    read_timeout_s: int = 60
 
 
 # The platform's own limits per mode. Real-time and serverless callers give up after 60 s, so a
@@ -55,16 +61,24 @@ class ModeLimits:
 MODE_LIMITS: dict[InferenceMode, ModeLimits] = {
     InferenceMode.REALTIME: ModeLimits(max_request_bytes=6 * MIB, request_timeout_s=60),
     InferenceMode.SERVERLESS: ModeLimits(max_request_bytes=4 * MIB, request_timeout_s=60),
-    InferenceMode.ASYNC: ModeLimits(max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S),
+    # Up to 1 GiB from S3 through the platform's agent: 600 s is 1.7 MiB/s at worst.
+    InferenceMode.ASYNC: ModeLimits(
+        max_request_bytes=1024 * MIB, request_timeout_s=MAX_TIMEOUT_S, read_timeout_s=600
+    ),
     # max_request_bytes comes from SAGEMAKER_MAX_PAYLOAD_IN_MB in batch mode.
     InferenceMode.BATCH: ModeLimits(
-        max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S
+        max_request_bytes=DEFAULT_BATCH_PAYLOAD_MB * MIB, request_timeout_s=MAX_TIMEOUT_S, read_timeout_s=600
     ),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Real-time and serverless callers wait at most 60 s; this many admitted requests waiting for a copy
 # bounds the decoded images held in memory (the wait budget usually refuses long before).
 DEFAULT_MAX_QUEUE_DEPTH = 64
+# UNHEALTHY_AFTER_ERRORS: a model copy whose inferences fail (anything but a request's own error)
+# this many times in a row is taken out of service; with none left, /ping fails and SageMaker
+# replaces the instance. A sticky CUDA error fails every inference after the first; 5 leaves room
+# for a few bad requests in a row that only a custom predict_fn rejects. 0: never.
+DEFAULT_UNHEALTHY_AFTER_ERRORS = 5
 MAX_MODEL_COPIES = 64
 
 
@@ -90,10 +104,17 @@ class Settings:
     batch_payload_mb: int = DEFAULT_BATCH_PAYLOAD_MB
     batch_record_errors: BatchRecordErrors = BatchRecordErrors.OBJECT
     log_level: str = "info"
+    # LOG_FORMAT: `json` (the default) writes one JSON object per line, each traceback in one field, as
+    # CloudWatch wants it; `text` writes plain lines for reading in a terminal (local serving).
+    log_format: LogFormat = LogFormat.JSON
+    # READ_TIMEOUT_S: seconds a request's headers may take from its first byte, and its body from its
+    # headers, before it is answered 408 and closed (default by mode: 60 s, async and batch 600 s).
+    read_timeout_s: int = MODE_LIMITS[InferenceMode.REALTIME].read_timeout_s
     model_copies: int | None = None  # None: one per visible GPU, one on CPU
     mixed_precision: MixedPrecision = MixedPrecision.OFF
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
     heap_policy: HeapPolicy = HeapPolicy.RETAIN
+    unhealthy_after_errors: int = DEFAULT_UNHEALTHY_AFTER_ERRORS  # 0: never
 
     @property
     def refuses_late_requests(self) -> bool:
@@ -157,10 +178,17 @@ class Settings:
                 "BATCH_RECORD_ERRORS", BatchRecordErrors, BatchRecordErrors.OBJECT
             ),
             log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+            log_format=reader.choice("LOG_FORMAT", LogFormat, LogFormat.JSON),
+            read_timeout_s=reader.integer(
+                "READ_TIMEOUT_S", limits.read_timeout_s, minimum=1, maximum=MAX_TIMEOUT_S
+            ),
             model_copies=reader.integer("MODEL_COPIES", None, minimum=1, maximum=MAX_MODEL_COPIES),
             mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
             max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
             heap_policy=reader.choice("HEAP_POLICY", HeapPolicy, HeapPolicy.RETAIN),
+            unhealthy_after_errors=reader.integer(
+                "UNHEALTHY_AFTER_ERRORS", DEFAULT_UNHEALTHY_AFTER_ERRORS, minimum=0
+            ),
         )
         if port is not None and not 1 <= port <= 65535:
             reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")
@@ -176,7 +204,7 @@ class _EnvReader:
         self.environ = environ
         self.errors: list[str] = []
 
-    def _parse(self, name: str, default: T, parse: Callable[[str], T], allowed: str) -> T:
+    def _parse(self, name: str, default: D, parse: Callable[[str], T], allowed: str) -> T | D:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -196,7 +224,7 @@ class _EnvReader:
         allowed = f"an integer in {minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
         return self._parse(name, default, parse, allowed)
 
-    def choice(self, name: str, choices: type[T] | tuple[T, ...], default: T) -> T:
+    def choice(self, name: str, choices: Iterable[T], default: T) -> T:
         options = tuple(choices)
 
         def parse(raw: str) -> T:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference_server import artifact, package
-from inference_server.artifact import ArtifactMetadata, TorchvisionOptions
+from inference_server import artifact, artifact_format, package
+from inference_server.artifact_format import ArtifactMetadata, TorchvisionOptions
 
 # Real photos kept in the repository (source and license in its README.md), so a plain clone runs.
 TEST_IMAGES_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
@@ -167,7 +167,7 @@ def torchvision_reference(model_dir: Path) -> Callable[[np.ndarray], Expected]:
         box_score_thresh=options.score_threshold,
         box_detections_per_img=options.detections_per_image,
     )
-    model.load_state_dict(torch.load(model_dir / artifact.WEIGHTS_FILE, weights_only=True)["model"])
+    model.load_state_dict(torch.load(model_dir / artifact_format.WEIGHTS_FILE, weights_only=True)["model"])
     model.eval()
 
     def predict(rgb: np.ndarray) -> Expected:
@@ -189,8 +189,8 @@ def detectron2_reference(model_dir: Path) -> Callable[[np.ndarray], Expected]:
     from detectron2.engine import DefaultPredictor
 
     cfg = get_cfg()
-    cfg.merge_from_file(str(model_dir / artifact.CONFIG_FILE))
-    cfg.MODEL.WEIGHTS = str(model_dir / artifact.WEIGHTS_FILE)
+    cfg.merge_from_file(str(model_dir / artifact_format.CONFIG_FILE))
+    cfg.MODEL.WEIGHTS = str(model_dir / artifact_format.WEIGHTS_FILE)
     cfg.MODEL.DEVICE = "cpu"
     default_predictor = DefaultPredictor(cfg)
 

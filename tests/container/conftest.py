@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,10 @@ SERVER_ENV_VARS = (
     "MODEL_COPIES",
     "MIXED_PRECISION",
     "MAX_QUEUE_DEPTH",
+    "UNHEALTHY_AFTER_ERRORS",
+    "HEAP_POLICY",
+    "LOG_FORMAT",
+    "READ_TIMEOUT_S",
 )
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300
@@ -44,6 +49,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _json_record(line: str) -> dict | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "message" in record else None
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -51,6 +66,24 @@ class RunningServer:
     log_path: Path
 
     def log(self) -> str:
+        """The log as text: each JSON record as its message (and its traceback below it), any other
+        line (the interpreter's own, a library printing) as it is."""
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            record = _json_record(line)
+            if record is None:
+                lines.append(line)
+                continue
+            lines.append(str(record["message"]))
+            if "traceback" in record:
+                lines.append(str(record["traceback"]))
+        return "\n".join(lines) + "\n"
+
+    def records(self) -> list[dict]:
+        """The log's JSON records, in order."""
+        return [record for line in self.log_path.read_text().splitlines() if (record := _json_record(line))]
+
+    def raw_log(self) -> str:
         return self.log_path.read_text()
 
     def ping(self, timeout: float = 5) -> requests.Response:
@@ -103,9 +136,14 @@ class ServerLauncher:
         self.servers: list[RunningServer] = []
 
     def __call__(
-        self, model_dir: Path, env: Mapping[str, str] | None = None, *, wait_ready: bool = True
+        self,
+        model_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        wait_ready: bool = True,
+        port: int | None = None,
     ) -> RunningServer:
-        port = free_port()
+        port = port or free_port()
         process_env = {key: value for key, value in os.environ.items() if key not in SERVER_ENV_VARS}
         process_env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(CONTAINER_DIR), os.environ.get("PYTHONPATH")])

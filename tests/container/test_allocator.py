@@ -38,7 +38,8 @@ def one_round(report):
     faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     blocks = [np.ones(size << 20, np.uint8) for size in (40, 96, 160)]
     del blocks
-    report.append({"faults": resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults, "rss_mib": rss_mib()})
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
+    report.append({"faults": faults, "rss_mib": rss_mib()})
 
 rounds = []
 before = rss_mib()

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_server.artifact import (
-    ArtifactError,
-    TorchvisionOptions,
-    load_predictor,
-    load_user_module,
-    read_metadata,
-)
+from inference_server.artifact import load_predictor, load_user_module, read_metadata
+from inference_server.artifact_format import ArtifactError, TorchvisionOptions
 from tests.container.artifacts import hide_detectron2
 
 
@@ -62,7 +57,8 @@ def test_torchvision_metadata_gets_default_options_when_the_block_is_omitted(tmp
         ),
         (
             {"backend": "torchvision", "class_names": ["a"], "torchvision": {"architecture": "fasterrcnn"}},
-            r"torchvision\.architecture: Input should be 'maskrcnn_resnet50_fpn' or 'maskrcnn_resnet50_fpn_v2'",
+            r"torchvision\.architecture: Input should be "
+            r"'maskrcnn_resnet50_fpn' or 'maskrcnn_resnet50_fpn_v2'",
         ),
     ],
 )

@@ -11,9 +11,8 @@ import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 
-from inference_server import codecs
+from inference_server import content_types, decoding, mask_encoding, request_options, response
 from inference_server.backends.base import Detections
-from inference_server.codecs import MaskFormat, RequestOptions
 from inference_server.errors import (
     ImageTooLarge,
     InvalidInput,
@@ -21,14 +20,16 @@ from inference_server.errors import (
     NotAcceptable,
     UnsupportedMediaType,
 )
+from inference_server.request_options import MaskFormat, RequestOptions
 
 from .image_files import image_bytes, json_body, noise_image, npy_bytes
+from .mask_reference import full_image_polygons, full_image_rle
 
 LIMIT = 10_000_000
 
 
 def decode(body: bytes, content_type: str, input_format: str = "RGB", max_pixels: int = LIMIT) -> np.ndarray:
-    return codecs.decode_image(body, content_type, input_format=input_format, max_pixels=max_pixels)
+    return decoding.decode_image(body, content_type, input_format=input_format, max_pixels=max_pixels)
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -182,13 +183,13 @@ def npy_header_only(shape: tuple[int, ...]) -> bytes:
 
 
 def test_options_default_when_the_header_is_absent():
-    assert codecs.parse_options(None) == RequestOptions(
+    assert request_options.parse_options(None) == RequestOptions(
         score_threshold=0.0, max_detections=None, mask_format=MaskFormat.RLE
     )
 
 
 def test_options_parse_from_custom_attributes():
-    options = codecs.parse_options(" score_threshold=0.7, max_detections=20 ,mask_format=POLYGON")
+    options = request_options.parse_options(" score_threshold=0.7, max_detections=20 ,mask_format=POLYGON")
     assert options == RequestOptions(score_threshold=0.7, max_detections=20, mask_format=MaskFormat.POLYGON)
 
 
@@ -210,21 +211,21 @@ def test_options_parse_from_custom_attributes():
 )
 def test_invalid_options_name_the_option_and_the_allowed_values(header, message):
     with pytest.raises(InvalidOption, match=message):
-        codecs.parse_options(header)
+        request_options.parse_options(header)
 
 
 @pytest.mark.parametrize(
     "accept", [None, "", "*/*", "application/json", "application/*", "text/html, application/json;q=0.9"]
 )
 def test_accept_headers_that_allow_json(accept):
-    assert codecs.negotiate(accept) == "application/json"
+    assert content_types.negotiate(accept) == "application/json"
 
 
 def test_accept_without_json_is_not_acceptable():
     with pytest.raises(
         NotAcceptable, match="Accept 'text/csv' cannot be met; responses are application/json"
     ):
-        codecs.negotiate("text/csv")
+        content_types.negotiate("text/csv")
 
 
 # --- encoding ----------------------------------------------------------------------------------------
@@ -239,12 +240,12 @@ def random_masks(count: int, height: int = 30, width: int = 40, seed: int = 0) -
 
 def test_rle_round_trips_exactly_through_pycocotools():
     masks = random_masks(5)
-    rles = codecs.encode_rle(masks)
+    rles = mask_encoding.encode_rle(masks)
     for mask, rle in zip(masks, rles, strict=True):
         assert rle["size"] == [30, 40] and isinstance(rle["counts"], str)
         decoded = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode("utf-8")})
         np.testing.assert_array_equal(decoded.astype(bool), mask)
-    assert codecs.encode_rle(np.zeros((0, 30, 40), bool)) == []
+    assert mask_encoding.encode_rle(np.zeros((0, 30, 40), bool)) == []
 
 
 def test_rle_matches_detectron2_per_mask_encoding():
@@ -252,13 +253,15 @@ def test_rle_matches_detectron2_per_mask_encoding():
     # mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
     masks = random_masks(3)
     expected = [mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0] for mask in masks]
-    assert [rle["counts"] for rle in codecs.encode_rle(masks)] == [rle["counts"].decode() for rle in expected]
+    assert [rle["counts"] for rle in mask_encoding.encode_rle(masks)] == [
+        rle["counts"].decode() for rle in expected
+    ]
 
 
 def test_polygons_trace_the_mask_outline():
     mask = np.zeros((20, 30), bool)
     mask[5:10, 8:18] = True
-    (polygon,) = codecs.encode_polygons(mask)
+    (polygon,) = mask_encoding.encode_polygons(mask)
     xs, ys = polygon[0::2], polygon[1::2]
     assert (min(xs), max(xs), min(ys), max(ys)) == (8.5, 17.5, 5.5, 9.5)
 
@@ -277,7 +280,7 @@ def make_detections(scores=(0.9, 0.3, 0.6), masks: bool = True) -> Detections:
 
 def test_document_schema_and_values():
     detections = make_detections()
-    document = codecs.detections_document(detections, ("balloon", "person"), RequestOptions())
+    document = response.detections_document(detections, ("balloon", "person"), RequestOptions())
     assert document["image"] == {"height": 30, "width": 40}
     assert [i["score"] for i in document["instances"]] == [float(np.float32(s)) for s in (0.9, 0.6, 0.3)]
     first, second, _ = document["instances"]
@@ -286,12 +289,12 @@ def test_document_schema_and_values():
     assert (second["class_id"], second["class_name"]) == (0, "balloon")  # index 2 of the detections
     decoded = mask_util.decode({"size": second["mask"]["size"], "counts": second["mask"]["counts"].encode()})
     np.testing.assert_array_equal(decoded.astype(bool), detections.masks[2])
-    assert json.loads(codecs.encode_json(document)) == document
+    assert json.loads(response.encode_json(document)) == document
 
 
 def test_threshold_and_max_detections_select_the_best_instances():
     detections = make_detections(scores=(0.9, 0.3, 0.6, 0.8))
-    document = codecs.detections_document(
+    document = response.detections_document(
         detections, ("a", "b"), RequestOptions(score_threshold=0.5, max_detections=2)
     )
     assert [round(i["score"], 2) for i in document["instances"]] == [0.9, 0.8]
@@ -299,9 +302,11 @@ def test_threshold_and_max_detections_select_the_best_instances():
 
 def test_mask_formats():
     detections = make_detections()
-    without = codecs.detections_document(detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.NONE))
+    without = response.detections_document(
+        detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.NONE)
+    )
     assert all("mask" not in i and "polygons" not in i for i in without["instances"])
-    polygons = codecs.detections_document(
+    polygons = response.detections_document(
         detections, ("a", "b"), RequestOptions(mask_format=MaskFormat.POLYGON)
     )
     assert [bool(i["polygons"]) for i in polygons["instances"]] == [
@@ -309,26 +314,16 @@ def test_mask_formats():
         True,
         True,
     ]  # the empty mask has none
-    no_mask_head = codecs.detections_document(make_detections(masks=False), ("a", "b"), RequestOptions())
+    no_mask_head = response.detections_document(make_detections(masks=False), ("a", "b"), RequestOptions())
     assert all("mask" not in i for i in no_mask_head["instances"])
 
 
 def test_unknown_class_ids_have_no_name():
-    document = codecs.detections_document(make_detections(), ("only",), RequestOptions())
+    document = response.detections_document(make_detections(), ("only",), RequestOptions())
     assert [i["class_name"] for i in document["instances"]] == ["only", "only", None]
 
 
 # --- encoding from box crops -------------------------------------------------------------------------
-
-
-def full_image_rle(mask: np.ndarray) -> dict:
-    """The reference: pycocotools over the whole mask, as detectron2's instances_to_coco_json does."""
-    rle = mask_util.encode(np.array(mask[:, :, None], order="F", dtype="uint8"))[0]
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode()}
-
-
-def full_image_polygons(mask: np.ndarray) -> list[list[float]]:
-    return codecs.encode_polygons(mask)  # without a box: contours of the whole image
 
 
 def pasted_masks(count: int, height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,9 +343,9 @@ def pasted_masks(count: int, height: int, width: int, seed: int) -> tuple[np.nda
 
 
 def assert_crop_encodes_like_the_full_image(mask: np.ndarray, box, *, from_crop: bool) -> None:
-    assert (codecs.mask_window(mask, box) is not None) == from_crop
-    assert codecs.encode_mask_rle(mask, box) == full_image_rle(mask)
-    assert codecs.encode_polygons(mask, box) == full_image_polygons(mask)
+    assert (mask_encoding.mask_window(mask, box) is not None) == from_crop
+    assert mask_encoding.encode_mask_rle(mask, box) == full_image_rle(mask)
+    assert mask_encoding.encode_polygons(mask, box) == full_image_polygons(mask)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -358,14 +353,16 @@ def test_masks_inside_fractional_boxes_encode_from_the_crop_to_the_full_image_by
     masks, boxes = pasted_masks(40, 37, 53, seed)
     for mask, box in zip(masks, boxes, strict=True):
         assert_crop_encodes_like_the_full_image(mask, box, from_crop=True)
-    assert codecs.encode_rle(masks, boxes) == [full_image_rle(mask) for mask in masks]
+    assert mask_encoding.encode_rle(masks, boxes) == [full_image_rle(mask) for mask in masks]
 
 
 def test_crop_encoding_of_a_real_photo_sized_mask_stack():
     masks, boxes = pasted_masks(25, 686, 1024, seed=7)
-    assert all(codecs.mask_window(mask, box) is not None for mask, box in zip(masks, boxes, strict=True))
-    assert codecs.encode_rle(masks, boxes) == codecs.encode_rle(masks)
-    assert codecs.encode_rle(masks) == [full_image_rle(mask) for mask in masks]
+    assert all(
+        mask_encoding.mask_window(mask, box) is not None for mask, box in zip(masks, boxes, strict=True)
+    )
+    assert mask_encoding.encode_rle(masks, boxes) == mask_encoding.encode_rle(masks)
+    assert mask_encoding.encode_rle(masks) == [full_image_rle(mask) for mask in masks]
 
 
 def box_mask(height: int, width: int, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -424,8 +421,8 @@ def test_masks_that_are_not_boolean_are_encoded_as_before():
     scaled = box_mask(20, 30, 2, 8, 3, 9).astype(np.uint8) * 2
     probabilities = box_mask(20, 30, 2, 8, 3, 9) * np.float32(0.99) + box_mask(20, 30, 4, 5, 4, 5)
     for mask in (scaled, probabilities):
-        assert codecs.mask_window(mask, (3, 2, 9, 8)) is None
-        assert codecs.encode_mask_rle(mask, (3, 2, 9, 8)) == full_image_rle(mask)
+        assert mask_encoding.mask_window(mask, (3, 2, 9, 8)) is None
+        assert mask_encoding.encode_mask_rle(mask, (3, 2, 9, 8)) == full_image_rle(mask)
 
 
 def test_the_document_encodes_each_mask_from_its_box():
@@ -438,9 +435,9 @@ def test_the_document_encodes_each_mask_from_its_box():
         classes=np.zeros(6, np.int64),
         masks=masks,
     )
-    document = codecs.detections_document(detections, ("a",), RequestOptions())
+    document = response.detections_document(detections, ("a",), RequestOptions())
     assert [i["mask"] for i in document["instances"]] == [full_image_rle(mask) for mask in masks]
-    as_polygons = codecs.detections_document(
+    as_polygons = response.detections_document(
         detections, ("a",), RequestOptions(mask_format=MaskFormat.POLYGON)
     )
     assert [i["polygons"] for i in as_polygons["instances"]] == [full_image_polygons(mask) for mask in masks]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_server import codecs
+from inference_server import mask_encoding
 from inference_server.artifact import load_predictor
 from tests.container.artifacts import DETECTRON2_MISSING, TEST_IMAGES
 from tests.container.image_files import upright_rgb
-from tests.container.test_codecs import full_image_polygons, full_image_rle
+
+from .mask_reference import full_image_polygons, full_image_rle
 
 
 @pytest.fixture(scope="module", params=["torchvision", "detectron2"])
@@ -26,6 +27,6 @@ def test_predicted_masks_encode_from_their_box_crops(photo, predictor):
     detections = predictor(rgb if predictor.input_format == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1]))
     assert len(detections) > 0 and detections.masks.any()
     for mask, box in zip(detections.masks, detections.boxes, strict=True):
-        assert codecs.mask_window(mask, box) is not None, box
-        assert codecs.encode_mask_rle(mask, box) == full_image_rle(mask)
-        assert codecs.encode_polygons(mask, box) == full_image_polygons(mask)
+        assert mask_encoding.mask_window(mask, box) is not None, box
+        assert mask_encoding.encode_mask_rle(mask, box) == full_image_rle(mask)
+        assert mask_encoding.encode_polygons(mask, box) == full_image_polygons(mask)

@@ -73,9 +73,11 @@ def test_admission_refuses_at_once_what_cannot_finish_in_time_and_says_when_to_r
     pool = loaded_pool(1, warm_up_s=4.0)
     with pool.admit("a", timeout_s=10), pool.admit("b", timeout_s=10):
         # Two ahead of it, 4 s each: it would start at 8 s and end at 12 s, past its 10 s.
-        with pytest.raises(Overloaded, match="would start in about 8.0 s") as refused:
-            with pool.admit("c", timeout_s=10):
-                pass
+        with (
+            pytest.raises(Overloaded, match="would start in about 8.0 s") as refused,
+            pool.admit("c", timeout_s=10),
+        ):
+            pass
         assert refused.value.retry_after_s == 2
         assert pool.snapshot()["refused"] == 1
     # Released tickets free their places.
@@ -92,9 +94,13 @@ def test_an_idle_copy_takes_a_request_even_when_the_estimate_says_it_cannot_fini
 
 def test_queue_depth_limit_applies_even_when_the_time_would_fit():
     pool = loaded_pool(2, QueuePolicy(refuse_late=True, max_queue_depth=2), warm_up_s=0.001)
-    with pool.admit("a", 60), pool.admit("b", 60), pytest.raises(Overloaded, match="MAX_QUEUE_DEPTH=2"):
-        with pool.admit("c", 60):
-            pass
+    with (
+        pool.admit("a", 60),
+        pool.admit("b", 60),
+        pytest.raises(Overloaded, match="MAX_QUEUE_DEPTH=2"),
+        pool.admit("c", 60),
+    ):
+        pass
 
 
 def test_long_queue_modes_never_refuse():
@@ -212,7 +218,8 @@ def test_a_copy_that_fails_to_load_fails_the_pool_naming_its_device():
     with pytest.raises(CopyLoadFailed) as failed:
         pool.load(load)
     assert str(failed.value) == (
-        "model copy 2 (cuda:1) of 2 failed to load: MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+        "model copy 2 (cuda:1) of 2 failed to load: "
+        "MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     )
 
 

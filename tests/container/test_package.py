@@ -133,7 +133,8 @@ def bad_torchvision_weights(tmp_path_factory, torchvision_weights) -> dict[str, 
             "good",
             ["balloon"],
             [],
-            "shape mismatch for roi_heads.box_predictor.cls_score.weight: (3, 1024) in the file, (2, 1024) in the model and 5 more",
+            "shape mismatch for roi_heads.box_predictor.cls_score.weight: "
+            "(3, 1024) in the file, (2, 1024) in the model and 5 more",
             id="fewer-class-names-than-the-weights",
         ),
         pytest.param(
@@ -291,13 +292,15 @@ def test_cli_packages_a_detectron2_training_dir_from_its_last_checkpoint(tmp_pat
         pytest.param(
             ("NUM_CLASSES: 2", "NUM_CLASSES: 3"),
             ["a", "b", "c"],
-            "shape mismatch for roi_heads.box_predictor.cls_score.weight: (3, 1024) in the file, (4, 1024) in the model",
+            "shape mismatch for roi_heads.box_predictor.cls_score.weight: "
+            "(3, 1024) in the file, (4, 1024) in the model",
             id="weights-trained-for-other-classes",
         ),
         pytest.param(
             ("MODEL:\n", "MODEL:\n  NOT_A_KEY: 1\n"),
             CLASS_NAMES,
-            "is not a detectron2 config this detectron2 can load: KeyError: 'Non-existent config key: MODEL.NOT_A_KEY'",
+            "is not a detectron2 config this detectron2 can load: "
+            "KeyError: 'Non-existent config key: MODEL.NOT_A_KEY'",
             id="unknown-config-key",
         ),
         pytest.param(

@@ -48,7 +48,7 @@ def assert_response_matches(document: dict, expected: Expected, shape: tuple[int
         np.array([i["score"] for i in instances], dtype=np.float32), expected.scores
     )
     np.testing.assert_array_equal(np.array([i["box"] for i in instances], dtype=np.float32), expected.boxes)
-    for instance, expected_mask in zip(instances, expected.masks):
+    for instance, expected_mask in zip(instances, expected.masks, strict=True):
         rle = {"size": instance["mask"]["size"], "counts": instance["mask"]["counts"].encode("utf-8")}
         np.testing.assert_array_equal(mask_util.decode(rle).astype(bool), expected_mask)
 

@@ -10,7 +10,8 @@ from typing import get_args
 import pytest
 
 import d2sm_contract as contract
-from inference_server.codecs import DECODERS, JSON
+from inference_server.content_types import JSON
+from inference_server.decoding import DECODERS
 from inference_server.settings import (
     MAX_BATCH_PAYLOAD_MB,
     BatchRecordErrors,

@@ -3,8 +3,10 @@
 It keeps DefaultPredictor's state (cloned cfg, build_model, eval(), checkpoint load, the test-time
 ResizeShortestEdge, INPUT.FORMAT) but differs where serving needs it: weights come only from the
 artifact (a URL in MODEL.WEIGHTS would download under network isolation), weights that leave model
-parameters unset are refused instead of logged, and the caller hands over the image already in
-INPUT.FORMAT order, so no channel flip happens here.
+parameters unset are refused instead of logged, the caller hands over the image already in
+INPUT.FORMAT order, so no channel flip happens here, and masks are not pasted into N full-size
+images: detector_postprocess runs on everything else, and each mask is pasted into its box region
+when it is read (inference_server.masks), by the function detectron2's CPU paste itself calls.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.layers.mask_ops import _do_paste_mask
+from detectron2.modeling import GeneralizedRCNN, build_model
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 
-from inference_server.artifact import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file
+from inference_server.errors import first_line
+from inference_server.masks import Crop, PastedMasks, autocast_context
+
+# detectron2's default mask threshold (detector_postprocess, paste_masks_in_image): a pixel is in
+# the mask when its pasted probability is >= this.
+MASK_THRESHOLD = 0.5
+# Where the 28x28 mask probabilities travel through detector_postprocess instead of pred_masks, so
+# that it filters them with the boxes but pastes nothing.
+MASK_PROBABILITIES = "pred_mask_probabilities"
 
 
 class StrictCheckpointer(DetectionCheckpointer):
@@ -78,10 +83,51 @@ def check_class_names(cfg: CfgNode, metadata: ArtifactMetadata, config_path: Pat
         )
 
 
+class Detectron2MaskPaste:
+    """paste_masks_in_image for one mask at a time, returning only the region it writes.
+
+    On CPU, paste_masks_in_image pastes one mask at a time with _do_paste_mask(skip_empty=True) and
+    writes the region it returns; this calls the same function on the same tensors, so the crop
+    holds the same pixels. (On GPU detectron2 samples the whole image at once; the sampled value of
+    a pixel does not depend on the grid it is part of, and outside the region none reaches 0.5.)
+    """
+
+    def __init__(self, probabilities: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> None:
+        self.probabilities = probabilities  # (N, M, M) on the model's device
+        self.boxes = boxes  # (N, 4) in image pixels, as detector_postprocess left them
+        self.height, self.width = height, width
+        self.precision = autocast_context()
+
+    def __call__(self, index: int) -> Crop:
+        with torch.inference_mode(), self.precision():
+            pasted, (rows, columns) = _do_paste_mask(
+                self.probabilities[index : index + 1, None],
+                self.boxes[index : index + 1],
+                self.height,
+                self.width,
+                skip_empty=True,
+            )
+            crop = (pasted[0] >= MASK_THRESHOLD).cpu().numpy()
+        return int(columns.start), int(rows.start), crop
+
+
 def to_detections(instances: Instances) -> Detections:
     """CPU arrays in original-image pixels, as detectron2's instances_to_coco_json reads them."""
-    instances = instances.to("cpu")
     height, width = instances.image_size
+    masks = None
+    if instances.has(MASK_PROBABILITIES):
+        masks = PastedMasks(
+            height,
+            width,
+            len(instances),
+            Detectron2MaskPaste(
+                instances.get(MASK_PROBABILITIES)[:, 0], instances.pred_boxes.tensor, height, width
+            ),
+        )
+        instances.remove(MASK_PROBABILITIES)
+    instances = instances.to("cpu")
+    if masks is None and instances.has("pred_masks"):
+        masks = instances.pred_masks.numpy().astype(bool, copy=False)
     return Detections(
         image_height=height,
         image_width=width,
@@ -89,7 +135,7 @@ def to_detections(instances: Instances) -> Detections:
         boxes=instances.pred_boxes.tensor.float().numpy(),
         scores=instances.scores.float().numpy(),
         classes=instances.pred_classes.numpy().astype(np.int64, copy=False),
-        masks=instances.pred_masks.numpy().astype(bool, copy=False) if instances.has("pred_masks") else None,
+        masks=masks,
     )
 
 
@@ -110,8 +156,16 @@ class Detectron2Predictor:
         with torch.inference_mode():
             resized = self.aug.get_transform(image).apply_image(image)
             tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.cfg.MODEL.DEVICE)
-            outputs = self.model([{"image": tensor, "height": height, "width": width}])[0]
-        return to_detections(outputs["instances"])
+            inputs = [{"image": tensor, "height": height, "width": width}]
+            if not isinstance(self.model, GeneralizedRCNN):
+                return to_detections(self.model(inputs)[0]["instances"])
+            # What model(inputs) does (GeneralizedRCNN.inference, then detector_postprocess), with the
+            # masks moved aside so that detector_postprocess leaves them unpasted.
+            instances = self.model.inference(inputs, do_postprocess=False)[0]
+            if instances.has("pred_masks"):
+                instances.set(MASK_PROBABILITIES, instances.pred_masks)
+                instances.remove("pred_masks")
+            return to_detections(detector_postprocess(instances, height, width))
 
 
 def load(model_dir: Path, metadata: ArtifactMetadata) -> Detectron2Predictor:

@@ -3,29 +3,35 @@
 Built with weights=None and weights_backbone=None, so nothing is downloaded: every weight comes
 from the artifact. torchvision labels count the background as class 0; Detections.classes index
 class_names, so they are the labels minus one.
+
+Masks are not pasted into N full-size float images: the model's postprocess gets the boxes only,
+and each mask is pasted into its box region when it is read (inference_server.masks), with the
+arithmetic of torchvision's paste_masks_in_image.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.transforms.functional import to_tensor
 
-from inference_server.artifact import (
-    MASK_THRESHOLD,
-    WEIGHTS_FILE,
-    ArtifactError,
-    ArtifactMetadata,
-    describe_mismatch,
-    first_line,
-    require_file,
-    weights_state_dict,
-)
-from inference_server.backends.base import Detections
+from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
+from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
+from inference_server.errors import first_line
+from inference_server.masks import Crop, PastedMasks, autocast_context
 
+# A box's mask is drawn where the mask head's probability exceeds this (detectron2 and torchvision's
+# own examples use the same value).
+MASK_THRESHOLD = 0.5
+# Where the roi heads' 28x28 mask probabilities go instead of "masks", so that the transform's
+# postprocess (which pastes every "masks" entry into the full image) leaves them alone.
+MASK_PROBABILITIES = "mask_probabilities"
 ARCHITECTURES = {
     "maskrcnn_resnet50_fpn": maskrcnn_resnet50_fpn,
     "maskrcnn_resnet50_fpn_v2": maskrcnn_resnet50_fpn_v2,
@@ -67,11 +73,49 @@ def load_weights(model: MaskRCNN, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+class TorchvisionMaskPaste:
+    """paste_masks_in_image (torchvision.models.detection.roi_heads) for one mask at a time,
+    returning only the region paste_mask_in_image writes, thresholded as the predictor does.
+
+    The same calls in the same order (expand_masks, expand_boxes, then per mask the interpolation
+    to its box size), so every pixel of the region has the value the full-size paste gives it; the
+    rest of the full-size mask is zeros there too.
+    """
+
+    def __init__(self, probabilities: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> None:
+        self.masks, scale = expand_masks(probabilities, padding=1)  # (N, 1, M + 2, M + 2)
+        self.boxes = expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
+        self.height, self.width = height, width
+        self.precision = autocast_context()
+
+    def __call__(self, index: int) -> Crop:
+        left, top, right, bottom = self.boxes[index]
+        x0, x1 = max(left, 0), min(right + 1, self.width)
+        y0, y1 = max(top, 0), min(bottom + 1, self.height)
+        if x1 <= x0 or y1 <= y0:  # a box wholly outside the image pastes nothing
+            return 0, 0, np.zeros((0, 0), bool)
+        size = (max(bottom - top + 1, 1), max(right - left + 1, 1))
+        with torch.inference_mode(), self.precision():
+            mask = self.masks[index][0].expand((1, 1, -1, -1))
+            mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)[0][0]
+            crop = (mask[y0 - top : y1 - top, x0 - left : x1 - left] > MASK_THRESHOLD).cpu().numpy()
+        return x0, y0, crop
+
+
+def _keep_mask_probabilities(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+    """A forward hook on the roi heads: renames each image's "masks" (N, 1, 28, 28 probabilities)."""
+    detections, _ = output
+    for detection in detections:
+        if "masks" in detection:
+            detection[MASK_PROBABILITIES] = detection.pop("masks")
+
+
 class TorchvisionPredictor:
     input_format = "RGB"
 
     def __init__(self, model: MaskRCNN, class_names: tuple[str, ...], device: torch.device) -> None:
         self.model = model.to(device).eval()
+        self.model.roi_heads.register_forward_hook(_keep_mask_probabilities)
         self.class_names = class_names
         self.device = device
 
@@ -81,7 +125,11 @@ class TorchvisionPredictor:
             image = image.copy()
         with torch.inference_mode():
             output = self.model([to_tensor(image).to(self.device)])[0]
-        masks = output.get("masks")
+        probabilities = output.get(MASK_PROBABILITIES)
+        masks = None
+        if probabilities is not None:
+            paste = TorchvisionMaskPaste(probabilities, output["boxes"], height, width)
+            masks = PastedMasks(height, width, len(paste.boxes), paste)
         return Detections(
             image_height=height,
             image_width=width,
@@ -89,8 +137,7 @@ class TorchvisionPredictor:
             boxes=output["boxes"].float().cpu().numpy(),
             scores=output["scores"].float().cpu().numpy(),
             classes=(output["labels"] - 1).cpu().numpy(),
-            # (N, 1, H, W) probabilities pasted at full image size.
-            masks=None if masks is None else (masks[:, 0] > MASK_THRESHOLD).cpu().numpy(),
+            masks=masks,
         )
 
 
