@@ -550,6 +550,15 @@ ENVIRONMENT_NOTES: dict[str, str] = {
     "outputs stay float32.",
     "MAX_QUEUE_DEPTH": "Admitted requests waiting for a copy (real-time and serverless only); one more is "
     "refused `overloaded`.",
+    "LOG_FORMAT": "`json`: one JSON object per line (timestamp, level, request id, status, decode, queue "
+    "wait, model and encode times, bytes; a traceback in one field), as CloudWatch Logs wants it; "
+    "`text`: plain lines, for a terminal (`d2sm serve` uses it).",
+    "READ_TIMEOUT_S": "Seconds a request's headers may take from its first byte, and its body from its "
+    "headers; later, it is answered `408 read_timed_out` and its connection closed. SageMaker's front end "
+    "forwards whole requests, so only a misbehaving client on the container's network trickles.",
+    "UNHEALTHY_AFTER_ERRORS": "A model copy whose inferences fail this many times in a row (internal "
+    "errors, not a request's own) stops taking work; with no copy left `/ping` answers 503 and SageMaker "
+    "replaces the instance (see [Failure behaviour](../failure-behaviour.md)). `0`: never.",
     "HEAP_POLICY": "`retain`: memory an inference frees stays mapped for the next one (one glibc arena, "
     "no mmap below 1 GiB, no trimming), so RSS holds one inference's peak and CPU inference takes no page "
     "faults; `release`: glibc's defaults (see [Performance](../performance.md)).",

@@ -92,6 +92,11 @@ def test_the_contract_names_the_modes_and_the_payload_cap_the_container_uses():
     assert BatchRecordErrors.OBJECT.value == contract.BATCH_RECORD_ERRORS_AS_OBJECTS
 
 
+def test_the_log_format_d2sm_serve_asks_for_is_one_the_container_knows():
+    settings = Settings.from_env({contract.LOG_FORMAT_ENV: contract.LOG_FORMAT_TEXT})
+    assert settings.log_format.value == contract.LOG_FORMAT_TEXT != Settings.from_env({}).log_format.value
+
+
 def test_the_contract_needs_nothing_but_the_standard_library():
     """The client and the CDK app both import it: it must not pull in either one's dependencies.
     `-S`: no site-packages at all, only the contract's folder (PYTHONPATH)."""

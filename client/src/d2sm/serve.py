@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from d2sm_contract import INFERENCE_MODE_ENV
+from d2sm_contract import INFERENCE_MODE_ENV, LOG_FORMAT_ENV, LOG_FORMAT_TEXT
 
 from . import validate
 from .errors import CliError
@@ -59,8 +59,9 @@ def model_directory(model: Path, scratch: Path) -> Path:
 
 
 def server_environment(args: argparse.Namespace) -> dict[str, str]:
-    """The settings the server reads (container/inference_server/settings.py): --mode and --env."""
-    env = {INFERENCE_MODE_ENV: args.mode}
+    """The settings the server reads (container/inference_server/settings.py): --mode, plain-text
+    logs for the terminal, and --env (which wins)."""
+    env = {INFERENCE_MODE_ENV: args.mode, LOG_FORMAT_ENV: LOG_FORMAT_TEXT}
     for item in args.env or []:
         name, sep, value = item.partition("=")
         if not sep or not name:

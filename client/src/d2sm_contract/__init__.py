@@ -94,6 +94,9 @@ BATCH_RECORD_ERRORS_ENV: Final = "BATCH_RECORD_ERRORS"
 # the whole transform job.
 BATCH_RECORD_ERRORS_AS_OBJECTS: Final = "object"
 REQUEST_TIMEOUT_ENV: Final = "REQUEST_TIMEOUT_S"
+# `d2sm serve` asks for plain log lines in a terminal; the image's default is one JSON object a line.
+LOG_FORMAT_ENV: Final = "LOG_FORMAT"
+LOG_FORMAT_TEXT: Final = "text"
 
 # ---- Limits.
 # SageMaker batch transform's hard maximum for MaxPayloadInMB (and for MaxConcurrentTransforms x
