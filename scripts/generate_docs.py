@@ -29,7 +29,7 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -488,41 +488,9 @@ def config_reference() -> str:
 # --- the server's environment variables -------------------------------------------------------------
 
 
-class _Recording(Mapping[str, str]):
-    """An environment that records every variable name the settings parser asks for."""
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self._values = values
-        self.read: list[str] = []
-
-    def __getitem__(self, key: str) -> str:
-        self._note(key)
-        return self._values[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._note(key)
-        return self._values.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self._note(str(key))
-        return key in self._values
-
-    def _note(self, key: str) -> None:
-        if key not in self.read:
-            self.read.append(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-def environment_variables_read(values: dict[str, str] | None = None) -> list[str]:
+def environment_variables_read() -> list[str]:
     """The variables `Settings.from_env` reads, in the order it reads them."""
-    environ = _Recording(dict(values or {}))
-    serving_settings.Settings.from_env(environ)
-    return environ.read
+    return list(serving_settings.environment_variables())
 
 
 # What each variable is for. The names, types, defaults and allowed values come from the parser

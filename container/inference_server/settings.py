@@ -244,3 +244,24 @@ class _EnvReader:
             return words[raw.lower()]
 
         return self._parse(name, default, parse, "true | false")
+
+
+class _RecordingEnviron(dict[str, str]):
+    """An empty environment that notes each name the parser asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def get(self, key: str, default=None):
+        if key not in self.names:
+            self.names.append(key)
+        return super().get(key, default)
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every environment variable the server reads, in the order `Settings.from_env` reads them: the
+    one list the docs' reference page and the tests' clean environment are made from."""
+    environ = _RecordingEnviron()
+    Settings.from_env(environ)
+    return tuple(environ.names)

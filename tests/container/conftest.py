@@ -16,29 +16,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from inference_server.settings import environment_variables
+
 from .artifacts import detectron2_model_dir, torchvision_model_dir  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_DIR = REPO_ROOT / "container"
 # Everything the server reads from its environment: cleared so a developer's shell cannot change a test.
-SERVER_ENV_VARS = (
-    "INFERENCE_MODE",
-    "SAGEMAKER_BATCH",
-    "SAGEMAKER_MAX_PAYLOAD_IN_MB",
-    "SAGEMAKER_BIND_TO_PORT",
-    "MODEL_DIR",
-    "MAX_IMAGE_PIXELS",
-    "REQUEST_TIMEOUT_S",
-    "BATCH_RECORD_ERRORS",
-    "LOG_LEVEL",
-    "MODEL_COPIES",
-    "MIXED_PRECISION",
-    "MAX_QUEUE_DEPTH",
-    "UNHEALTHY_AFTER_ERRORS",
-    "HEAP_POLICY",
-    "LOG_FORMAT",
-    "READ_TIMEOUT_S",
-)
+SERVER_ENV_VARS = environment_variables()
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300
 

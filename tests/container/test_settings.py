@@ -19,6 +19,7 @@ from inference_server.settings import (
     MixedPrecision,
     Settings,
     SettingsError,
+    environment_variables,
 )
 
 from .conftest import CONTAINER_DIR
@@ -218,3 +219,15 @@ def test_serve_script_execs_the_server_and_accepts_sagemakers_serve_argument(tmp
     assert result.stderr.splitlines() == [
         f"inference_server: error: model directory {tmp_path / 'absent'} does not exist"
     ]
+
+
+def test_every_listed_environment_variable_is_read_and_validated():
+    """The list the docs and the test servers' clean environment come from names only variables the
+    parser really reads: each one's nonsense value is refused, naming it."""
+    names = environment_variables()
+    assert len(names) == len(set(names)) and {"INFERENCE_MODE", "HEAP_POLICY", "LOG_FORMAT"} <= set(names)
+    for name in names:
+        if name == "MODEL_DIR":
+            continue  # any path is a valid model directory name
+        with pytest.raises(SettingsError, match=f"{name}="):
+            Settings.from_env({name: "\x7fnot-a-valid-value"})
