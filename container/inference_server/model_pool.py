@@ -252,30 +252,34 @@ class ModelPool:
 
     def _run_job(self, copy: ModelCopy, job: _Job) -> None:
         started = self._clock()
+        result: Any = None
         failure: BaseException | None = None
         try:
             with copy.precision():
                 result = job.function(copy.model)
         except BaseException as error:
-            job.future.set_exception(error)
             failure = error
-        else:
-            job.future.set_result(result)
-            with self._changed:
+        with self._changed:
+            if failure is None:
                 self.estimate.add(self._clock() - started)
-        finally:
-            with self._changed:
-                if copy.reported_hung:
-                    logger.warning(
-                        "%s: the inference that counted as hung ended after %.0f s; the copy serves again",
-                        copy.name,
-                        self._clock() - started,
-                    )
-                copy.busy_since = copy.running_deadline = None
-                copy.reported_hung = False
-                copy.inferences += 1
-                self._count_error(copy, failure)
-                self._changed.notify_all()
+            if copy.reported_hung:
+                logger.warning(
+                    "%s: the inference that counted as hung ended after %.0f s; the copy serves again",
+                    copy.name,
+                    self._clock() - started,
+                )
+            copy.busy_since = copy.running_deadline = None
+            copy.reported_hung = False
+            copy.inferences += 1
+            self._count_error(copy, failure)
+            self._changed.notify_all()
+        # Answered only once the copy's state says how it went: a caller that sends its next request
+        # (or asks /ping) on this answer finds the copy free and its failures counted, not the state
+        # from before.
+        if failure is None:
+            job.future.set_result(result)
+        else:
+            job.future.set_exception(failure)
 
     def _count_error(self, copy: ModelCopy, failure: BaseException | None) -> None:
         if failure is None:

@@ -43,9 +43,20 @@ REQUEST_TIMEOUT_S = 15
 READ_TIMEOUT_S = 5
 # SageMaker sends SIGKILL 30 s after SIGTERM: a stopping server must have exited by then.
 SAGEMAKER_KILL_AFTER_S = 30
+# A SIGTERM during the model load is obeyed at once: the load is abandoned (issue 17's bound).
+EXIT_DURING_LOAD_WITHIN_S = 10
+# The watchdog rows' server: a hung inference counts as hung after 2 x HANG_TIMEOUT_S, and /ping must
+# fail well within HANG_PING_FAILS_WITHIN_S of the hang starting (issue 17's bounds).
+HANG_TIMEOUT_S = 8
+HANG_PING_FAILS_WITHIN_S = 60
+# The default UNHEALTHY_AFTER_ERRORS; a sticky error must fail /ping within STICKY_ERROR_REQUESTS.
+UNHEALTHY_AFTER_ERRORS = 5
+STICKY_ERROR_REQUESTS = 20
 
-# Every handler, each with faults on request; input_fn and output_fn only when TEST_OVERRIDE_CODECS is
-# set (a custom input_fn turns the warm-up off, which the shutdown rows need for their estimate).
+# Every handler, each with faults on request. output_fn is always the test's own, so that the server
+# leaves the custom attributes (`fault=...`) to it instead of refusing them as unknown options; input_fn
+# only when TEST_OVERRIDE_INPUT_FN is set (a custom input_fn turns the warm-up off, which the shutdown
+# rows need for their estimate).
 FAULTY_INFERENCE_PY = """
     import os
     import time
@@ -94,6 +105,9 @@ FAULTY_INFERENCE_PY = """
         (CONTROL / "loading").touch()
         while (CONTROL / "hold-load").exists():
             time.sleep(0.05)
+        load_seconds = CONTROL / "load-seconds"
+        if load_seconds.exists():
+            time.sleep(float(load_seconds.read_text()))  # one blocking call, as a slow weights download
         raises = CONTROL / "model-fn-raises"
         if raises.exists():
             raise RAISES[raises.read_text()]()
@@ -107,29 +121,34 @@ FAULTY_INFERENCE_PY = """
         if context.request_id == "warm-up" and warm_up_seconds.exists():
             time.sleep(float(warm_up_seconds.read_text()))  # the server's first estimate of an inference
             return None
+        if (CONTROL / "every-inference-raises").exists():
+            raise RAISES["cuda"]()  # a sticky device error: every inference after the first fails
         raise_if("predict", context)
+        if fault(context).startswith("output-"):
+            return None  # output_fn's fault needs no prediction: the row saves an inference
         return model(data)
 
 
-    if os.environ.get("TEST_OVERRIDE_CODECS"):
+    def output_fn(prediction, accept, context):
+        raise_if("output", context)
+        results = {
+            "output-int": lambda: 5,
+            "output-none": lambda: None,
+            "output-dict": lambda: {"instances": []},
+            "output-crlf": lambda: (b"{}", "application/json\\r\\nX-Injected: 1"),
+            "output-type-int": lambda: (b"{}", 5),
+            "output-triple": lambda: (b"{}", "application/json", 200),
+        }
+        if fault(context) in results:
+            return results[fault(context)]()
+        return handlers.default_output_fn(prediction, accept, context)
+
+
+    if os.environ.get("TEST_OVERRIDE_INPUT_FN"):
 
         def input_fn(body, content_type, context):
             raise_if("input", context)
             return handlers.default_input_fn(body, content_type, context)
-
-        def output_fn(prediction, accept, context):
-            raise_if("output", context)
-            results = {
-                "output-int": lambda: 5,
-                "output-none": lambda: None,
-                "output-dict": lambda: {"instances": []},
-                "output-crlf": lambda: (b"{}", "application/json\\r\\nX-Injected: 1"),
-                "output-type-int": lambda: (b"{}", 5),
-                "output-triple": lambda: (b"{}", "application/json", 200),
-            }
-            if fault(context) in results:
-                return results[fault(context)]()
-            return handlers.default_output_fn(prediction, accept, context)
 """
 
 
@@ -226,6 +245,16 @@ def ping_status(server: RunningServer) -> int | None:
         return None
 
 
+def assert_not_routed_to(server: RunningServer) -> None:
+    """After SIGTERM /ping answers 503 shutting_down until uvicorn stops listening (at its next check,
+    within moments), then nothing answers: either way SageMaker routes nothing more here."""
+    try:
+        response = server.ping(timeout=5)
+    except requests.ConnectionError:
+        return
+    assert response.status_code == 503 and response.json()["error"]["code"] == "shutting_down", response.text
+
+
 # --- what a row observes, and what it expects ----------------------------------------------------------
 
 
@@ -251,7 +280,10 @@ class Expect:
     message: str = ""  # part of the error message
     logged: str = ""  # part of a log record (message or traceback) under the request's id
     ping: int | None = 200  # /ping afterwards; None: nothing listens
-    exit_status: int | None = None  # None: the process goes on serving
+    exit_status: int | None = None  # None: the process goes on (serving, unless serves is False)
+    # Whether a valid photo is answered 200 afterwards; False: it is refused at once with 503
+    # model_unhealthy (never computed), as every request is while no model copy can serve.
+    serves: bool = True
 
 
 @dataclass(frozen=True)
@@ -422,7 +454,7 @@ def sigterm_with_a_full_queue(harness: Harness) -> Observed:
         )
         refused = [Observed.of(b.responses[0]) for b in answered if b.responses]
         assert [o.status for o in refused] == [503] * 3
-        assert ping_status(server) is None  # not listening any more: SageMaker stops routing here
+        assert_not_routed_to(server)
         assert server.process.poll() is None  # still finishing the running request
     assert running.result().status_code == 200
     assert [b.result().status_code for b in answered].count(200) == 1
@@ -449,7 +481,7 @@ def sigterm_while_predict_hangs(harness: Harness) -> Observed:
 
 
 def sigterm_while_input_fn_hangs(harness: Harness) -> Observed:
-    server = harness.start({"TEST_OVERRIDE_CODECS": "1"})
+    server = harness.start({"TEST_OVERRIDE_INPUT_FN": "1"})
     with harness.holding("input"):
         hung = Background(lambda: harness.invoke("hang-input"))
         harness.wait_entered("input")
@@ -468,7 +500,64 @@ def sigterm_during_load(harness: Harness) -> Observed:
         observed = Observed.of(server.ping())
         assert observed.status == 503 and observed.body["error"]["code"] == "model_not_ready"
         server.process.send_signal(signal.SIGTERM)
-        server.process.wait(timeout=SAGEMAKER_KILL_AFTER_S)
+        server.process.wait(timeout=EXIT_DURING_LOAD_WITHIN_S)
+    assert "model loaded" not in server.log()
+    return observed
+
+
+def hung_predict(harness: Harness) -> Observed:
+    """A predict_fn that never returns, REQUEST_TIMEOUT_S=8, one copy: its caller gets 503 at the
+    timeout; at 2 x REQUEST_TIMEOUT_S the copy counts as hung and /ping fails (SageMaker replaces the
+    instance); the hang is left in place for the row's checks (the server is killed after the row)."""
+    server = harness.start({"MODEL_COPIES": "1", "REQUEST_TIMEOUT_S": str(HANG_TIMEOUT_S)})
+    (harness.control / "hold-predict").touch()
+    hung = Background(lambda: harness.invoke("hang-predict"))
+    harness.wait_entered("predict")
+    hang_started = time.monotonic()
+    observed = Observed.of(hung.result())
+    # A bound from the issue, on a wait for a condition: /ping turns 503 (in theory at 16 s).
+    deadline = hang_started + HANG_PING_FAILS_WITHIN_S
+    while (status := ping_status(server)) == 200:
+        assert time.monotonic() < deadline, f"/ping still 200 {HANG_PING_FAILS_WITHIN_S} s into the hang"
+        time.sleep(0.1)
+    assert status == 503
+    body = server.ping().json()["error"]
+    assert body["code"] == "model_unhealthy" and "counts as hung" in body["message"], body
+    assert "2 x REQUEST_TIMEOUT_S" in body["message"]
+    assert log_records(server, level="ERROR") and any(
+        "counts as hung" in record["message"] for record in log_records(server, level="ERROR")
+    )
+    return observed
+
+
+def every_inference_raises(harness: Harness) -> Observed:
+    """A sticky device error (every inference raises "CUDA error: an illegal memory access"): each
+    caller gets a JSON 500 until UNHEALTHY_AFTER_ERRORS of them in a row; then /ping fails."""
+    server = harness.start({"MODEL_COPIES": "1"})
+    (harness.control / "every-inference-raises").touch()
+    failed: list[Observed] = []
+    while ping_status(server) == 200:
+        assert len(failed) < STICKY_ERROR_REQUESTS, f"/ping still 200 after {len(failed)} failed requests"
+        failed.append(Observed.of(harness.invoke()))
+    assert len(failed) == UNHEALTHY_AFTER_ERRORS
+    assert {(o.status, o.body["error"]["code"]) for o in failed} == {(500, "internal_error")}
+    body = server.ping().json()["error"]
+    assert body["code"] == "model_unhealthy" and "UNHEALTHY_AFTER_ERRORS=5" in body["message"], body
+    assert "CUDA error: an illegal memory access" in body["message"]
+    assert any("out of service" in record["message"] for record in log_records(server, level="ERROR"))
+    return failed[-1]
+
+
+def sigterm_during_a_45_s_load(harness: Harness) -> Observed:
+    """SIGTERM while model_fn is inside one 45 s call (a weights download): exit 0 within 10 s."""
+    (harness.control / "load-seconds").write_text("45")
+    server = harness.start(wait_ready=False)
+    wait_until(lambda: (harness.control / "loading").exists(), "model_fn to start", server)
+    server.wait_until_listening()
+    observed = Observed.of(server.ping())
+    server.process.send_signal(signal.SIGTERM)
+    # The issue's bound on the wait; the load would only end 45 s after it began.
+    assert server.process.wait(timeout=EXIT_DURING_LOAD_WITHIN_S) == 0, server.log()[-3000:]
     assert "model loaded" not in server.log()
     return observed
 
@@ -600,6 +689,31 @@ FAULTS = [
         fresh=True,
     ),
     Fault(
+        "SIGTERM while model_fn takes 45 s",
+        sigterm_during_a_45_s_load,
+        Expect(503, "model_not_ready", "the model is loading", ping=None, exit_status=0),
+        fresh=True,
+    ),
+    Fault(
+        "predict_fn hangs (REQUEST_TIMEOUT_S=8)",
+        hung_predict,
+        Expect(503, "request_timed_out", "REQUEST_TIMEOUT_S", ping=503, serves=False),
+        fresh=True,
+    ),
+    Fault(
+        "every inference raises a CUDA error (sticky)",
+        every_inference_raises,
+        Expect(
+            500,
+            "internal_error",
+            "internal error; the server log has the details",
+            "RuntimeError: CUDA error: an illegal memory access",
+            ping=503,
+            serves=False,
+        ),
+        fresh=True,
+    ),
+    Fault(
         "model_fn raises SystemExit",
         model_fn_raises("systemexit"),
         Expect(None, ping=None, exit_status=1),
@@ -628,7 +742,7 @@ def shared(start_module_server, faulty_model_dir, tmp_path_factory) -> Harness:
     harness = Harness(start_module_server, faulty_model_dir, tmp_path_factory.mktemp("control"))
     harness.start(
         {
-            "TEST_OVERRIDE_CODECS": "1",
+            "TEST_OVERRIDE_INPUT_FN": "1",
             "REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
             "READ_TIMEOUT_S": str(READ_TIMEOUT_S),
         }
@@ -669,8 +783,17 @@ def test_fault(harness: Harness, fault: Fault) -> None:
     # What /ping says, and whether the process serves or exits as documented.
     if expect.exit_status is None:
         assert ping_status(server) == expect.ping
+        computed_before = len(harness.computed())
         photo = harness.invoke()
-        assert photo.status_code == 200 and photo.json()["instances"]
+        if expect.serves:
+            assert photo.status_code == 200 and photo.json()["instances"]
+        else:
+            assert photo.status_code == 503, photo.text
+            error = photo.json()["error"]
+            assert error["code"] == "model_unhealthy" and "no model copy can serve" in error["message"]
+            assert error["request_id"] == photo.headers["x-request-id"]
+            assert len(harness.computed()) == computed_before  # refused at admission: never computed
+        assert server.process.poll() is None
     else:
         assert server.process.wait(timeout=SAGEMAKER_KILL_AFTER_S) == expect.exit_status, server.log()[-3000:]
         assert ping_status(server) is expect.ping

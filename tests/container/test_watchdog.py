@@ -179,6 +179,33 @@ def test_consecutive_internal_errors_take_a_copy_out_of_service_for_good(caplog)
     pool.close()
 
 
+def test_a_caller_is_answered_only_once_the_copy_state_says_how_its_inference_went():
+    """A caller that retries (or asks /ping) on its answer must find the copy free and its failure
+    counted: the state is updated before the answer, observed here from the answer's own callback."""
+    clock = FakeClock()
+    pool = watched_pool(1, clock, errors=1)
+    blocked = Blocked()
+    seen: list[tuple[bool, bool]] = []
+
+    async def scenario() -> None:
+        first = asyncio.create_task(submit(pool, "first", blocked))
+        await started(blocked)
+        failing = asyncio.create_task(submit(pool, "failing", raise_runtime_error))
+        while not pool._queue:  # the failing request waits behind the blocked one
+            await asyncio.sleep(0)
+        pool._queue[0].future.add_done_callback(
+            lambda _: seen.append((pool.copies[0].busy_since is None, pool.health().can_serve))
+        )
+        blocked.release.set()
+        assert await first == "model-0"
+        with pytest.raises(RuntimeError):
+            await failing
+
+    run_in_loop(scenario)
+    assert seen == [(True, False)]  # free, and out of service (UNHEALTHY_AFTER_ERRORS=1), when answered
+    pool.close()
+
+
 def test_a_success_or_a_request_error_resets_nothing_but_the_streak_of_internal_errors():
     pool = watched_pool(1, FakeClock(), errors=2)
 
