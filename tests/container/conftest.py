@@ -38,6 +38,7 @@ SERVER_ENV_VARS = (
     "HEAP_POLICY",
     "LOG_FORMAT",
     "READ_TIMEOUT_S",
+    "MEMORY_LIMIT_MB",
 )
 # Generous: a busy 2-core machine imports torch and loads detectron2 in tens of seconds.
 READY_TIMEOUT_S = 300
