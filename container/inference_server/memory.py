@@ -90,20 +90,24 @@ class MemoryModel:
         return RequestEstimate(held=math.ceil(held), working=math.ceil(working))
 
 
-# Fitted to the memory benchmark (see the module docstring), torchvision at 800/1333 on CPU:
-# preprocessing holds one float32 CHW copy of the full image (12 B/px) while the first stage runs,
-# the 1 -> 12 -> 40 MP slope; the activations at the ~1.07 MP model input, the 1 MP intercept.
+# Fitted to the memory benchmark (see the module docstring), torchvision at 800/1333 on CPU, peak RSS
+# above the warmed-up idle (1 / 12 / 40 MP, 10 detections: 106 / 325 / 758 MiB; 100 detections:
+# 235 / 461 / 737 MiB): the steepest image slope, 1 -> 12 MP, is 21 B/px, 3 of them the held image
+# (preprocessing holds one float32 CHW copy, 12 B/px, plus transients); the 1 MP intercept, ~75 MiB
+# at the 0.96 MP model input, rounded up to 100 B per input pixel; 10 -> 100 detections adds
+# 129-136 MiB, 1.5 MiB each (roi and mask-head activations, the response). Every measured peak is
+# 3-40% under its estimate.
 TORCHVISION_MEMORY = MemoryModel(
-    working_bytes_per_image_pixel=16,
-    bytes_per_input_pixel=400,
-    bytes_per_detection=1 * MIB,
+    working_bytes_per_image_pixel=18,
+    bytes_per_input_pixel=100,
+    bytes_per_detection=1.5 * MIB,
 )
 # detectron2 resizes the uint8 image before converting it to float: only the resize's output and
 # the mask crops scale with the image.
 DETECTRON2_MEMORY = MemoryModel(
     working_bytes_per_image_pixel=6,
-    bytes_per_input_pixel=400,
-    bytes_per_detection=1 * MIB,
+    bytes_per_input_pixel=100,
+    bytes_per_detection=1.5 * MIB,
 )
 # A model_fn of the artifact's own: the larger backend's constants at the stock serving sizes.
 DEFAULT_MEMORY = TORCHVISION_MEMORY
