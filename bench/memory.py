@@ -15,6 +15,8 @@ import argparse
 import io
 import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,38 @@ def measure(model_dir: Path, container_dir: Path, jpeg: bytes, log_path: Path) -
     return Measurement(status, (peak - idle) / 1024, idle / 1024, detections, seconds)
 
 
+# One mask pasted into a box as large as a 40 MP image, in a fresh process: the crop's own peak
+# (the benchmark's random-weight boxes are smaller than the worst case a real model can return).
+CROP_PEAK_SCRIPT = """
+import re, sys, torch
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+width, height = {width}, {height}
+probabilities, box = torch.rand(1, 28, 28), torch.tensor([[0.0, 0.0, width, height]])
+if "{backend}" == "detectron2":
+    from inference_server.backends.detectron2 import Detectron2MaskPaste
+    paste = Detectron2MaskPaste(probabilities, box, height, width)
+else:
+    from inference_server.backends.torchvision import TorchvisionMaskPaste
+    paste = TorchvisionMaskPaste(probabilities[:, None], box, height, width)
+paste(0)  # the libraries' one-off allocations
+open("/proc/self/clear_refs", "w").write("5")
+idle = kib("VmRSS")
+paste(0)
+print((kib("VmHWM") - idle) * 1024)
+"""
+
+
+def crop_peak_bytes(backend: str, width: int, height: int) -> int:
+    """Peak RSS of pasting one mask whose box is the whole width x height image."""
+    script = CROP_PEAK_SCRIPT.format(backend=backend, width=width, height=height)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "container")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    return int(result.stdout.split()[-1])
+
+
 def artifact(backend: Backend, detections: int, out_dir: Path) -> Path:
     """The backend's serving-size artifact with at most `detections` detections, cached."""
     from bench.__main__ import SERVING_SIZES
@@ -197,6 +231,13 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
                         ]
                     )
                     print("  " + " | ".join(table.rows[-1]), flush=True)
+    for backend in backends:
+        width, height = IMAGE_SIZES[max(sizes)]
+        peak = crop_peak_bytes(backend.name, width, height)
+        table.notes.append(
+            f"{backend.name}: one mask crop whose box is the whole {width}×{height} image peaks at "
+            f"{peak / 2**20:.0f} MiB ({peak / (width * height):.1f} B/px), in a process of its own"
+        )
     table.notes += [
         "a fresh server per row (real-time mode, one model copy, CPU); peak = the server process's VmHWM "
         "after the request, reset through /proc/PID/clear_refs after the warm-up; idle = its VmRSS then",

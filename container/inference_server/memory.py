@@ -90,23 +90,28 @@ class MemoryModel:
         return RequestEstimate(held=math.ceil(held), working=math.ceil(working))
 
 
-# Fitted to the memory benchmark (see the module docstring), torchvision at 800/1333 on CPU, peak RSS
-# above the warmed-up idle (1 / 12 / 40 MP, 10 detections: 106 / 325 / 758 MiB; 100 detections:
-# 235 / 461 / 737 MiB): the steepest image slope, 1 -> 12 MP, is 21 B/px, 3 of them the held image
-# (preprocessing holds one float32 CHW copy, 12 B/px, plus transients); the 1 MP intercept, ~75 MiB
-# at the 0.96 MP model input, rounded up to 100 B per input pixel; 10 -> 100 detections adds
-# 129-136 MiB, 1.5 MiB each (roi and mask-head activations, the response). Every measured peak is
-# 3-40% under its estimate.
+# Fitted to the memory benchmark (see the module docstring): peak RSS above the warmed-up idle on
+# CPU at 800/1333, for 1 / 12 / 40 MP images. torchvision: 143 / 277 / 789 MiB with 10 detections,
+# 83 / 276 / 653 MiB with 100 (its warm-up already left 100 detections' worth mapped). The steepest
+# image slope, 12 -> 40 MP, is 19 B/px: 3 of them the held image, 12 the float32 CHW copy the
+# preprocessing holds while the network runs, the rest transients; 21 B/px are budgeted. The 1 MP
+# intercept is ~125 MiB at the 0.96 MP model input (detectron2's: ~165 MiB): 180 B per input pixel.
+# 10 -> 100 detections added 129-136 MiB in the first run's rows (roi and mask-head activations,
+# the response): 1.5 MiB each. A mask crop as large as the image (5.6 B/px) is pasted after the
+# float copy is freed, so the preprocessing term covers it. Every measured peak is under its estimate.
 TORCHVISION_MEMORY = MemoryModel(
     working_bytes_per_image_pixel=18,
-    bytes_per_input_pixel=100,
+    bytes_per_input_pixel=180,
     bytes_per_detection=1.5 * MIB,
 )
-# detectron2 resizes the uint8 image before converting it to float: only the resize's output and
-# the mask crops scale with the image.
+# detectron2 resizes the uint8 image before converting it to float, so its preprocessing adds little:
+# 181 / 246 / 242 MiB with 10 detections, 90 / 156 / 218 MiB with 100. What scales with the image is
+# the mask crop: _do_paste_mask's sampling grid and output for a box as large as the image, 12.0 B/px
+# (458 MiB for one 40 MP crop; the random-weight benchmark's boxes are smaller), plus 1 B/px for the
+# encoder's copy. The input and detection terms are torchvision's: the same R50-FPN network.
 DETECTRON2_MEMORY = MemoryModel(
-    working_bytes_per_image_pixel=6,
-    bytes_per_input_pixel=100,
+    working_bytes_per_image_pixel=13,
+    bytes_per_input_pixel=180,
     bytes_per_detection=1.5 * MIB,
 )
 # A model_fn of the artifact's own: the larger backend's constants at the stock serving sizes.

@@ -362,11 +362,11 @@ class ModelServer:
                     trace.stage, started = Stage.DECODING, time.monotonic()
                     data = await self._on_codec_thread(handlers.decode, body, context)
                     trace.decode_s = time.monotonic() - started
-                    if held is not None and held.reservation is None and _image_shape(data) is not None:
+                    shape = _image_shape(data)
+                    if held is not None and held.reservation is None and shape is not None:
                         # A user's input_fn decoded it without the size check: budgeted now, still
                         # before it runs.
-                        height, width = _image_shape(data)
-                        await self._on_codec_thread(context.on_image_size, width, height)
+                        await self._on_codec_thread(reserve, shape[1], shape[0])
                     trace.stage, queued = Stage.QUEUED, time.monotonic()
                     logger.debug(
                         "request %s: decoded in %.0f ms, queued for a model copy",
