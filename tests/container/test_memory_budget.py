@@ -378,3 +378,40 @@ def test_memory_admission_against_the_real_server(start_server, hold_model_dir, 
     (tmp_path / "hold").unlink()
     assert server.invoke(images["40 MP"], "image/jpeg").status_code == 200
     assert server.ping().status_code == 200
+
+
+# An input_fn of the artifact's own decodes without the server's size check: its image is budgeted
+# from the array it returns, still before the model runs.
+OWN_DECODER_CODE = """
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def input_fn(body, content_type):
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def predict_fn(data, model):
+    with open(os.environ["PREDICTED"], "a") as marker:
+        marker.write("called\\n")
+    return model(data)
+"""
+
+
+def test_an_image_from_a_custom_input_fn_is_held_to_the_budget_too(start_server, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text(OWN_DECODER_CODE)
+    model_dir = build_torchvision_artifact(tmp_path / "artifact", code=code)
+    photo = TEST_IMAGES[0]
+    width, height = Image.open(photo).size
+    predicted = tmp_path / "predicted"
+    server = start_server(model_dir, {"MEMORY_LIMIT_MB": "1", "PREDICTED": str(predicted)})
+    response = server.invoke(photo.read_bytes(), "image/jpeg")
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "insufficient_memory"
+    assert f"image {width}x{height} needs about" in response.json()["error"]["message"]
+    assert not predicted.exists()  # refused before the model ran
