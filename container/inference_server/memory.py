@@ -251,6 +251,7 @@ class MemoryBudget:
     _reservations: list[Reservation] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
     refused: int = 0
+    waiting: int = 0  # async and batch requests waiting for memory now
 
     @property
     def available(self) -> int:
@@ -269,12 +270,18 @@ class MemoryBudget:
         return sum(r.estimate.held for r in reservations) + sum(working)
 
     def reserve(
-        self, estimate: RequestEstimate, what: str, deadline: float, retry_after_s: int
+        self,
+        estimate: RequestEstimate,
+        what: str,
+        deadline: float,
+        retry_after_s: int,
+        ended: Callable[[], bool] = lambda: False,
     ) -> Reservation:
         """Hold the request's estimate until `release`, or refuse it (see the module docstring).
 
         `what` names the request's image for the messages ("image 7746x5164"); `deadline` (the
-        clock's time) bounds the wait of async and batch requests."""
+        clock's time) bounds the wait of async and batch requests, and so does `ended` (checked
+        whenever `wake` is called): a request that ended while waiting stops waiting."""
         reservation = Reservation(estimate)
         if estimate.total > self.available:
             with self._changed:
@@ -289,6 +296,8 @@ class MemoryBudget:
         with self._changed:
             while self._needed(reservation) > self.available:
                 remaining = deadline - self.clock()
+                if ended():
+                    raise RequestTimedOut(f"{what}: the request ended while it waited for memory")
                 if self.refuse_when_full or remaining <= 0:
                     self.refused += 1
                     in_use = self._needed(reservation) - estimate.total
@@ -304,9 +313,18 @@ class MemoryBudget:
                         f"progress hold about {in_use / MIB:.0f} MiB of the {self.available / MIB:.0f} MiB "
                         "for requests"
                     )
-                self._changed.wait(remaining)
+                self.waiting += 1
+                try:
+                    self._changed.wait(min(remaining, threading.TIMEOUT_MAX))
+                finally:
+                    self.waiting -= 1
             self._reservations.append(reservation)
         return reservation
+
+    def wake(self) -> None:
+        """Make every request waiting for memory check again whether it has ended."""
+        with self._changed:
+            self._changed.notify_all()
 
     def release(self, reservation: Reservation) -> None:
         with self._changed:
@@ -337,7 +355,7 @@ class RequestMemory:
     def reserve(self, estimate: RequestEstimate, what: str, deadline: float, retry_after_s: int) -> None:
         if self.reservation is not None:
             return  # a user's input_fn may decode more than one image: the first one is budgeted
-        reservation = self.budget.reserve(estimate, what, deadline, retry_after_s)
+        reservation = self.budget.reserve(estimate, what, deadline, retry_after_s, ended=lambda: self._closed)
         with self._lock:
             if not self._closed:
                 self.reservation = reservation
@@ -350,3 +368,5 @@ class RequestMemory:
             reservation, self.reservation = self.reservation, None
         if reservation is not None:
             self.budget.release(reservation)
+        else:
+            self.budget.wake()  # it may be waiting for memory on a codec thread: it stops

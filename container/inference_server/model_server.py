@@ -454,6 +454,6 @@ class ModelServer:
 def _image_shape(data: Any) -> tuple[int, int] | None:
     """(height, width) of an HW or HWC array; None for anything else a user's input_fn returns."""
     shape = getattr(data, "shape", None)
-    if isinstance(shape, tuple) and len(shape) in (2, 3) and all(isinstance(n, int) for n in shape):
+    if isinstance(shape, tuple) and len(shape) in (2, 3) and all(isinstance(n, int) and n > 0 for n in shape):
         return shape[0], shape[1]
     return None

@@ -168,10 +168,40 @@ def test_async_and_batch_wait_for_memory_within_their_deadline():
 
     waiter = threading.Thread(target=wait_for_memory, daemon=True)
     waiter.start()
-    assert not admitted.wait(0.2)  # it waits while the first holds the memory
+    deadline = time.monotonic() + 60
+    while not room.waiting:  # it waits while the first holds the memory
+        assert time.monotonic() < deadline and waiter.is_alive()
+        time.sleep(0.01)
+    assert not admitted.is_set()
     room.release(first)
     assert admitted.wait(60)
     waiter.join(60)
+
+
+def test_a_request_that_ends_while_it_waits_for_memory_stops_waiting():
+    room = budget(100, refuse_when_full=False)
+    first = room.reserve(estimate_mib(50, 40), "image a", math.inf, 1)
+    held = RequestMemory(room)
+    outcome: list[BaseException] = []
+
+    def wait_for_memory() -> None:
+        try:
+            held.reserve(estimate_mib(20, 20), "image b", deadline=math.inf, retry_after_s=1)
+        except RequestTimedOut as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait_for_memory, daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 60
+    while not room.waiting:
+        assert time.monotonic() < deadline and waiter.is_alive()
+        time.sleep(0.01)
+    held.close()  # the caller hung up, or the shutdown answered it
+    waiter.join(60)
+    assert not waiter.is_alive()
+    assert "ended while it waited for memory" in str(outcome[0])
+    assert room.in_use() == (50 + 40) * MIB  # only the first still holds memory
+    room.release(first)
 
 
 def test_a_reservation_that_arrives_after_its_request_ended_is_given_back():
