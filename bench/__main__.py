@@ -18,10 +18,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import cold_start, encoding, heap, overload, serving
+from bench import cold_start, encoding, heap, memory, overload, serving
 from bench.common import REPO_ROOT, Backend, add_common_arguments, heap_policy
 
-TABLES = [serving, encoding, heap, cold_start]
+TABLES = [serving, encoding, heap, cold_start, memory]
 BACKENDS = ("torchvision", "detectron2")
 SERVING_SIZES = {
     "min_size": 800,
@@ -85,6 +85,7 @@ def main() -> None:
     )
     add_common_arguments(parser)
     overload.add_arguments(parser)
+    memory.add_arguments(parser)
     options = parser.parse_args()
     tables = {table.__name__.rsplit(".", 1)[1]: table for table in TABLES}
     chosen = [name.strip() for name in options.tables.split(",") if name.strip()]

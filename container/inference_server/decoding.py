@@ -31,8 +31,22 @@ INPUT_FORMATS = ("BGR", "RGB")
 MAX_ASPECT_RATIO = 100
 
 
-def decode_image(body: bytes, content_type: str, *, input_format: str, max_pixels: int) -> np.ndarray:
-    """The request body as an HWC uint8 array in `input_format` ("BGR" or "RGB") channel order."""
+# Called with (width, height) from the image header, after the size checks and before the pixels
+# are decoded: the server's memory admission (memory.py), which raises to refuse the image.
+SizeCheck = Callable[[int, int], None]
+
+
+def decode_image(
+    body: bytes,
+    content_type: str,
+    *,
+    input_format: str,
+    max_pixels: int,
+    on_size: SizeCheck | None = None,
+) -> np.ndarray:
+    """The request body as an HWC uint8 array in `input_format` ("BGR" or "RGB") channel order.
+
+    on_size, when given, is called with the image's width and height before its pixels are decoded."""
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"predictor input_format {input_format!r} is not one of {INPUT_FORMATS}")
     decoder = DECODERS.get(media_type(content_type))
@@ -40,11 +54,11 @@ def decode_image(body: bytes, content_type: str, *, input_format: str, max_pixel
         raise UnsupportedMediaType(
             f"Content-Type {content_type or '(none)'!r} is not supported; use one of: {', '.join(DECODERS)}"
         )
-    rgb = decoder(body, max_pixels)
+    rgb = decoder(body, max_pixels, on_size=on_size)
     return np.ascontiguousarray(rgb[:, :, ::-1]) if input_format == "BGR" else rgb
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int, on_size: SizeCheck | None = None) -> None:
     """Refuse, from the header's dimensions, what cannot be decoded or predicted: empty, too many
     pixels (the decompression-bomb guard), or a strip too thin for the model's resize."""
     if width <= 0 or height <= 0:
@@ -58,16 +72,25 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         raise InvalidInput(
             f"image is {width}x{height}; its longer side may be at most {MAX_ASPECT_RATIO} times its shorter"
         )
+    if on_size is not None:
+        on_size(width, height)
 
 
-def decode_encoded_image(body: bytes, max_pixels: int, formats: Sequence[str] = IMAGE_FORMATS) -> np.ndarray:
+def decode_encoded_image(
+    body: bytes,
+    max_pixels: int,
+    formats: Sequence[str] = IMAGE_FORMATS,
+    *,
+    on_size: SizeCheck | None = None,
+) -> np.ndarray:
     """JPEG/PNG/... bytes -> RGB array, upright (EXIF orientation applied), size checked before decoding."""
     try:
         with warnings.catch_warnings():
             # Our own pixel limit below replaces PIL's warning threshold.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(body), formats=list(formats))
-        _check_size(image.width, image.height, max_pixels)
+        # EXIF orientation may swap the sides; the pixel count, all the checks read, is the same.
+        _check_size(image.width, image.height, max_pixels, on_size)
         image.load()
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
@@ -91,7 +114,7 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
-def decode_npy(body: bytes, max_pixels: int) -> np.ndarray:
+def decode_npy(body: bytes, max_pixels: int, *, on_size: SizeCheck | None = None) -> np.ndarray:
     """A .npy HWC uint8 array with 3 channels in RGB order; shape checked from the header first."""
     buffer = io.BytesIO(body)
     try:
@@ -107,7 +130,7 @@ def decode_npy(body: bytes, max_pixels: int) -> np.ndarray:
         raise InvalidInput(
             f"a .npy image must be HWC uint8 with 3 (RGB) channels; got shape {shape} dtype {dtype}"
         )
-    _check_size(shape[1], shape[0], max_pixels)
+    _check_size(shape[1], shape[0], max_pixels, on_size)
     buffer.seek(0)
     try:
         # allow_pickle=False: a request body must never be able to run code.
@@ -117,7 +140,7 @@ def decode_npy(body: bytes, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def decode_json(body: bytes, max_pixels: int) -> np.ndarray:
+def decode_json(body: bytes, max_pixels: int, *, on_size: SizeCheck | None = None) -> np.ndarray:
     """{"image": "<base64 of a JPEG/PNG/WEBP/BMP file>"}."""
     try:
         document = json.loads(body)
@@ -132,10 +155,10 @@ def decode_json(body: bytes, max_pixels: int) -> np.ndarray:
         encoded = base64.b64decode(document["image"], validate=True)
     except (binascii.Error, ValueError) as error:
         raise InvalidInput(f'"image" is not valid base64: {error}') from None
-    return decode_encoded_image(encoded, max_pixels)
+    return decode_encoded_image(encoded, max_pixels, on_size=on_size)
 
 
-DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
+DECODERS: dict[str, Callable[..., np.ndarray]] = {  # (body, max_pixels, *, on_size)
     "image/jpeg": partial(decode_encoded_image, formats=("JPEG",)),
     "image/png": partial(decode_encoded_image, formats=("PNG",)),
     "application/x-image": decode_encoded_image,

@@ -48,6 +48,11 @@ class ImageTooLarge(PayloadTooLarge):
     """The image header declares more pixels than MAX_IMAGE_PIXELS (decompression-bomb guard)."""
 
 
+class InsufficientMemory(ServingError):
+    """The image needs more memory to run than the container has for one request (see memory.py):
+    it could never run here, so it is refused before it is decoded."""
+
+
 class UnsupportedMediaType(ServingError):
     """The Content-Type has no decoder."""
 
@@ -99,6 +104,7 @@ ERROR_REGISTRY: dict[type[ServingError], ErrorKind] = {
     ImageTooLarge: ErrorKind(413, "image_too_large", record_error=True),
     PayloadTooLarge: ErrorKind(413, "payload_too_large", record_error=True),
     BodyIncomplete: ErrorKind(408, "body_incomplete"),
+    InsufficientMemory: ErrorKind(413, "insufficient_memory", record_error=True),
     UnsupportedMediaType: ErrorKind(415, "unsupported_media_type", record_error=True),
     ModelNotReady: ErrorKind(503, "model_not_ready"),
     ModelUnhealthy: ErrorKind(503, "model_unhealthy"),

@@ -48,6 +48,9 @@ class RequestContext:
     input_format: str = "BGR"  # the model's channel order (detectron2's INPUT.FORMAT default)
     class_names: tuple[str, ...] = ()
     options: RequestOptions = field(default_factory=RequestOptions)
+    # The server's memory admission, called with the image's width and height from its header before
+    # it is decoded (decoding.decode_image's on_size); raises to refuse the image.
+    on_image_size: Callable[[int, int], None] | None = None
 
 
 def default_model_fn(model_dir: str) -> Any:
@@ -56,7 +59,11 @@ def default_model_fn(model_dir: str) -> Any:
 
 def default_input_fn(body: bytes, content_type: str, context: RequestContext) -> np.ndarray:
     return decode_image(
-        body, content_type, input_format=context.input_format, max_pixels=context.max_image_pixels
+        body,
+        content_type,
+        input_format=context.input_format,
+        max_pixels=context.max_image_pixels,
+        on_size=context.on_image_size,
     )
 
 

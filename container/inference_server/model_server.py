@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_server import artifact
+from inference_server import artifact, memory
 from inference_server.artifact_format import ArtifactError
 from inference_server.content_types import negotiate
 from inference_server.errors import ModelNotReady, RequestTimedOut, ShuttingDown
@@ -124,6 +124,10 @@ class ModelServer:
         self._in_flight: dict[str, RequestTrace] = {}  # in arrival order
         self._shutdown_timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the event loop serving, once started
+        # What admitted requests may hold in memory together; None where the container's memory
+        # cannot be read (not Linux): no memory admission then.
+        self.memory_budget: memory.MemoryBudget | None = None
+        self.memory_model: memory.MemoryModel = memory.DEFAULT_MEMORY
 
     @property
     def model(self) -> Any:
@@ -207,6 +211,8 @@ class ModelServer:
 
         pool.load(load_copy)
         self._codec_threads = DaemonThreadPool(CODEC_THREADS_PER_COPY * len(pool.copies), "codec")
+        self.memory_model = memory.memory_model(pool.copies[0].model)
+        self.memory_budget = self._memory_budget(len(pool.copies))
         self.handlers, self.pool = handlers, pool
         logger.info(
             "model loaded from %s in %.2f s: %d cop%s (%s), mixed precision %s; %s mode, request limit "
@@ -226,6 +232,39 @@ class ModelServer:
             if policy.refuse_late
             else "no queue limit",
         )
+
+    def _memory_budget(self, copies: int) -> memory.MemoryBudget | None:
+        """The budget from the container's memory, less what the loaded, warmed-up copies hold."""
+        limit = memory.container_memory(self.settings.memory_limit_mb)
+        idle = memory.resident_bytes()
+        if limit is None or idle is None:
+            logger.warning("the container's memory cannot be read here: no memory admission")
+            return None
+        budget = memory.MemoryBudget(
+            limit, idle, copies, refuse_when_full=self.settings.refuses_late_requests
+        )
+        model = self.memory_model
+        # The largest image the pixel limit lets through, as a square, to say whether it fits.
+        side = math.isqrt(self.settings.max_image_pixels)
+        largest = model.estimate(side, side).total
+        logger.info(
+            "memory: %s; one request at %d/%d px and %d detections needs about %.0f MiB for a 12 MP "
+            "image, %.0f MiB at MAX_IMAGE_PIXELS",
+            budget.describe(),
+            model.min_size,
+            model.max_size,
+            model.max_detections,
+            model.estimate(4242, 2828).total / memory.MIB,
+            largest / memory.MIB,
+        )
+        if budget.available <= 0:
+            logger.error(
+                "memory: the loaded model holds %.0f MiB of the %s limit: every image will be refused "
+                "413 insufficient_memory",
+                idle / memory.MIB,
+                limit.describe(),
+            )
+        return budget
 
     # Requests --------------------------------------------------------------------------------------
 
@@ -289,9 +328,24 @@ class ModelServer:
         handlers, pool = self.handlers, self.pool
         assert handlers is not None and pool is not None
         timeout_s = self.settings.request_timeout_s
+        budget = self.memory_budget
+        held = memory.RequestMemory(budget) if budget is not None else None
         # Refused here, at once, when the queue ahead cannot be served within the request's limit.
-        with pool.admit(context.request_id, timeout_s) as ticket:
+        with pool.admit(context.request_id, timeout_s) as ticket, contextlib.ExitStack() as release:
             trace.ticket = ticket
+            if held is not None:
+                release.callback(held.close)
+
+                def reserve(width: int, height: int) -> None:  # on a codec thread, from the image header
+                    assert held is not None
+                    held.reserve(
+                        self.memory_model.estimate(width, height, len(body)),
+                        f"image {width}x{height}",
+                        ticket.deadline,
+                        retry_after_s=max(1, math.ceil(pool.estimate.likely_max)),
+                    )
+
+                context.on_image_size = reserve
             if trace.client_gone:
                 ticket.abandoned.set()
 
@@ -308,6 +362,11 @@ class ModelServer:
                     trace.stage, started = Stage.DECODING, time.monotonic()
                     data = await self._on_codec_thread(handlers.decode, body, context)
                     trace.decode_s = time.monotonic() - started
+                    shape = _image_shape(data)
+                    if held is not None and held.reservation is None and shape is not None:
+                        # A user's input_fn decoded it without the size check: budgeted now, still
+                        # before it runs.
+                        await self._on_codec_thread(reserve, shape[1], shape[0])
                     trace.stage, queued = Stage.QUEUED, time.monotonic()
                     logger.debug(
                         "request %s: decoded in %.0f ms, queued for a model copy",
@@ -390,3 +449,11 @@ class ModelServer:
             self.pool.close()
         if self._codec_threads is not None:
             self._codec_threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _image_shape(data: Any) -> tuple[int, int] | None:
+    """(height, width) of an HW or HWC array; None for anything else a user's input_fn returns."""
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple) and len(shape) in (2, 3) and all(isinstance(n, int) and n > 0 for n in shape):
+        return shape[0], shape[1]
+    return None

@@ -22,8 +22,8 @@ MIB = 1024 * 1024
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
-# 8192 x 8192: every common camera up to 64 MP. The model resizes to ~800 px anyway; the cost of a
-# large image is the decoded array and the full-size masks (one byte per pixel per instance).
+# 8192 x 8192: every common camera up to 64 MP. The model resizes to ~800 px anyway; what a large
+# image costs in memory is bounded separately, by the memory budget (MEMORY_LIMIT_MB, memory.py).
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 # SageMaker's batch default for MaxPayloadInMB, and its hard maximum.
 DEFAULT_BATCH_PAYLOAD_MB = 6
@@ -80,6 +80,8 @@ DEFAULT_MAX_QUEUE_DEPTH = 64
 # for a few bad requests in a row that only a custom predict_fn rejects. 0: never.
 DEFAULT_UNHEALTHY_AFTER_ERRORS = 5
 MAX_MODEL_COPIES = 64
+# 16 TiB: beyond any instance SageMaker offers; a larger value is a typo (say, bytes for MiB).
+MAX_MEMORY_LIMIT_MB = 16 * 1024 * 1024
 
 
 class MixedPrecision(enum.StrEnum):
@@ -115,6 +117,11 @@ class Settings:
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
     heap_policy: HeapPolicy = HeapPolicy.RETAIN
     unhealthy_after_errors: int = DEFAULT_UNHEALTHY_AFTER_ERRORS  # 0: never
+    # MEMORY_LIMIT_MB: the memory (MiB) the container has, which admission holds requests to (see
+    # memory.py): an image whose estimate exceeds what one request may use is refused 413
+    # insufficient_memory, and requests beyond what fits at once 503 overloaded. Unset: the cgroup
+    # limit (v2 memory.max, v1 memory.limit_in_bytes) where one is set, else physical memory.
+    memory_limit_mb: int | None = None
 
     @property
     def refuses_late_requests(self) -> bool:
@@ -189,6 +196,7 @@ class Settings:
             unhealthy_after_errors=reader.integer(
                 "UNHEALTHY_AFTER_ERRORS", DEFAULT_UNHEALTHY_AFTER_ERRORS, minimum=0
             ),
+            memory_limit_mb=reader.integer("MEMORY_LIMIT_MB", None, minimum=1, maximum=MAX_MEMORY_LIMIT_MB),
         )
         if port is not None and not 1 <= port <= 65535:
             reader.errors.append(f"--port={port} is invalid; allowed: 1..65535")

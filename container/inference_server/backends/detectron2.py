@@ -11,6 +11,7 @@ when it is read (inference_server.masks), by the function detectron2's CPU paste
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, Artifact
 from inference_server.backends.base import Detections, describe_mismatch, require_file
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
+from inference_server.memory import DETECTRON2_MEMORY, MemoryModel
 
 # detectron2's default mask threshold (detector_postprocess, paste_masks_in_image): a pixel is in
 # the mask when its pasted probability is >= this.
@@ -150,6 +152,16 @@ class Detectron2Predictor:
         )
         self.input_format = cfg.INPUT.FORMAT
         self.class_names = class_names
+
+    @property
+    def memory_model(self) -> MemoryModel:
+        """Memory per request at this model's sizes (the server's memory admission reads it)."""
+        return replace(
+            DETECTRON2_MEMORY,
+            min_size=int(self.cfg.INPUT.MIN_SIZE_TEST),
+            max_size=int(self.cfg.INPUT.MAX_SIZE_TEST),
+            max_detections=int(self.cfg.TEST.DETECTIONS_PER_IMAGE),
+        )
 
     def __call__(self, image: np.ndarray) -> Detections:
         height, width = image.shape[:2]
