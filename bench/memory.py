@@ -63,7 +63,8 @@ def smooth_jpeg(megapixels: int) -> bytes:
         colour = rng.uniform(0, 255, 3)
         weight = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))[..., None]
         small = small * (1 - weight) + colour * weight
-    image = Image.fromarray(small.clip(0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    pixels = Image.fromarray(small.clip(0, 255).astype(np.uint8))
+    image = pixels.resize((width, height), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()

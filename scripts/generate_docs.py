@@ -524,6 +524,10 @@ ENVIRONMENT_NOTES: dict[str, str] = {
     "READ_TIMEOUT_S": "Seconds a request's headers may take from its first byte, and its body from its "
     "headers; later, it is answered `408 read_timed_out` and its connection closed. SageMaker's front end "
     "forwards whole requests, so only a misbehaving client on the container's network trickles.",
+    "MEMORY_LIMIT_MB": "The memory (MiB) the container has, which every request's memory estimate is held "
+    "to: an image that could never fit is refused `413 insufficient_memory`, requests beyond what fits at "
+    "once `503 overloaded` (see [Memory per request](../container.md#memory-per-request)). Unset: the "
+    "cgroup limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) where one is set, else physical memory.",
     "UNHEALTHY_AFTER_ERRORS": "A model copy whose inferences fail this many times in a row (internal "
     "errors, not a request's own) stops taking work; with no copy left `/ping` answers 503 and SageMaker "
     "replaces the instance (see [Failure behaviour](../failure-behaviour.md)). `0`: never.",

@@ -129,7 +129,7 @@ def _normalize_owned_in_place(transform: GeneralizedRCNNTransform, owned: list[t
         std = torch.as_tensor(transform.image_std, dtype=image.dtype, device=image.device)
         return image.sub_(mean[:, None, None]).div_(std[:, None, None])
 
-    transform.normalize = normalize  # type: ignore[method-assign]
+    transform.normalize = normalize
 
 
 def _keep_mask_probabilities(module: torch.nn.Module, inputs: Any, output: Any) -> None:
