@@ -264,10 +264,14 @@ class MemoryBudget:
             f"less {HEADROOM_FRACTION:.0%} headroom and {self.idle_bytes / MIB:.0f} MiB for the loaded model"
         )
 
-    def _needed(self, extra: Reservation) -> int:
-        reservations = [*self._reservations, extra]
+    def _held_by(self, reservations: list[Reservation]) -> int:
+        """Every request's held memory, plus the working memory of the largest `copies` of them:
+        only that many run at once."""
         working = sorted((r.estimate.working for r in reservations), reverse=True)[: self.copies]
         return sum(r.estimate.held for r in reservations) + sum(working)
+
+    def _needed(self, extra: Reservation) -> int:
+        return self._held_by([*self._reservations, extra])
 
     def reserve(
         self,
@@ -337,8 +341,7 @@ class MemoryBudget:
     def in_use(self) -> int:
         """Bytes the admitted requests hold now, by the same rule admission applies."""
         with self._changed:
-            working = sorted((r.estimate.working for r in self._reservations), reverse=True)[: self.copies]
-            return sum(r.estimate.held for r in self._reservations) + sum(working)
+            return self._held_by(self._reservations)
 
 
 class RequestMemory:
