@@ -341,7 +341,7 @@ class ModelPool:
             over = waiting - depth + 1
             raise Overloaded(
                 f"{waiting} requests are already waiting for the model (MAX_QUEUE_DEPTH={depth})",
-                retry_after_s=_whole_seconds(math.ceil(over / max(1, len(serving))) * estimate),
+                retry_after_s=whole_seconds(math.ceil(over / max(1, len(serving))) * estimate),
             )
         if not self.policy.refuse_late or (waiting == 0 and any(copy.busy_since is None for copy in serving)):
             # An idle copy always takes the request: running it is also how a stale estimate (say,
@@ -354,14 +354,14 @@ class ModelPool:
             raise Overloaded(
                 f"every model copy that can serve ({len(serving)} of {len(self.copies)}) is still running "
                 "a request past its deadline",
-                retry_after_s=_whole_seconds(estimate),
+                retry_after_s=whole_seconds(estimate),
             )
         if start + self.estimate.likely_max > timeout_s:
             self.refused += 1
             raise Overloaded(
                 f"the model is busy: with {waiting} requests waiting, this one would start in about "
                 f"{start:.1f} s and finish after its {timeout_s:g} s limit (REQUEST_TIMEOUT_S)",
-                retry_after_s=_whole_seconds(start + self.estimate.likely_max - timeout_s),
+                retry_after_s=whole_seconds(start + self.estimate.likely_max - timeout_s),
             )
 
     def _serving_copies(self, now: float) -> list[ModelCopy]:
@@ -492,7 +492,7 @@ class ModelPool:
                 RequestTimedOut(
                     f"the request could not start in time: {max(remaining, 0.0):.1f} s of its limit "
                     f"(REQUEST_TIMEOUT_S) were left and an inference takes about {estimate:.1f} s",
-                    retry_after_s=_whole_seconds(estimate),
+                    retry_after_s=whole_seconds(estimate),
                 )
             )
 
@@ -524,5 +524,6 @@ class ModelPool:
             job.future.cancel()
 
 
-def _whole_seconds(seconds: float) -> int:
+def whole_seconds(seconds: float) -> int:
+    """A Retry-After value: whole seconds, at least 1."""
     return max(1, math.ceil(seconds))

@@ -40,6 +40,7 @@ from inference_server.model_pool import (
     ModelPool,
     QueuePolicy,
     Ticket,
+    whole_seconds,
 )
 from inference_server.request_options import parse_options
 from inference_server.settings import Settings
@@ -342,7 +343,7 @@ class ModelServer:
                         self.memory_model.estimate(width, height, len(body)),
                         f"image {width}x{height}",
                         ticket.deadline,
-                        retry_after_s=max(1, math.ceil(pool.estimate.likely_max)),
+                        retry_after_s=whole_seconds(pool.estimate.likely_max),
                     )
 
                 context.on_image_size = reserve
