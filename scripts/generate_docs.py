@@ -488,11 +488,6 @@ def config_reference() -> str:
 # --- the server's environment variables -------------------------------------------------------------
 
 
-def environment_variables_read() -> list[str]:
-    """The variables `Settings.from_env` reads, in the order it reads them."""
-    return list(serving_settings.environment_variables())
-
-
 # What each variable is for. The names, types, defaults and allowed values come from the parser
 # itself; a test fails when it reads a variable missing here, or when one here is never read.
 ENVIRONMENT_NOTES: dict[str, str] = {
@@ -593,7 +588,7 @@ def _default_by_mode(field: str) -> str | None:
 def environment_variables() -> list[EnvironmentVariable]:
     baseline = _settings_values(serving_settings.Settings.from_env({}))
     variables = []
-    for name in environment_variables_read():
+    for name in serving_settings.environment_variables():
         allowed = _allowed_from_error(name)
         changed: set[str] = set()
         default = None
@@ -738,7 +733,7 @@ def problems() -> list[str]:
             matched = key in paths
         if not matched:
             found.append(f"NOTES[{key!r}] names no configuration field")
-    read = environment_variables_read()
+    read = serving_settings.environment_variables()
     found += [
         f"ENVIRONMENT_NOTES has no description of {name}" for name in read if name not in ENVIRONMENT_NOTES
     ]
