@@ -5,6 +5,8 @@ error raised for an artifact that does not fit them. Layout::
     config.yaml         detectron2 only: the full (flattened) config; MODEL.WEIGHTS is ignored
     model_final.pth     the weights: {"model": state_dict}
     code/inference.py   optional: model_fn / input_fn / predict_fn / output_fn overrides
+    openvino/           optional: the networks converted for CPU_RUNTIME=openvino, with the digest
+                        of the weights they came from (package --cpu-runtime openvino)
 
 Nothing here imports a backend: the backends, the loader (`artifact.py`) and the packager all read
 this module, and none of them import each other to do so.
@@ -30,6 +32,7 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model_final.pth"
 CODE_DIR = "code"
 USER_MODULE_FILE = "inference.py"
+OPENVINO_DIR = "openvino"
 
 
 class ArtifactError(Exception):

@@ -43,7 +43,7 @@ from inference_server.model_pool import (
     whole_seconds,
 )
 from inference_server.request_options import parse_options
-from inference_server.settings import Settings
+from inference_server.settings import CpuRuntime, Settings
 from inference_server.threads import DaemonThreadPool, on_daemon_thread
 
 logger = logging.getLogger("inference_server")
@@ -171,6 +171,25 @@ class ModelServer:
             return  # loaded after SIGTERM: never reported ready
         self.ready = True
 
+    def _apply_cpu_runtime(self, copy: ModelCopy) -> None:
+        if self.settings.cpu_runtime is CpuRuntime.EAGER:
+            return
+        if not copy.device.startswith("cpu"):
+            logger.warning(
+                "CPU_RUNTIME=%s applies to CPU copies only; %s runs torch",
+                self.settings.cpu_runtime,
+                copy.device,
+            )
+            return
+        from inference_server import cpu_runtime
+
+        cpu_runtime.apply(
+            copy.model,
+            self.settings.model_dir,
+            self.settings.cpu_precision,
+            self.settings.cpu_runtime_cache_dir,
+        )
+
     def _load_and_warm_up(self) -> None:
         # devices imports torch, the heaviest part of the ML stack: imported here, on the loading
         # thread after the port is bound, so /ping answers 503 within moments of the process starting.
@@ -195,6 +214,7 @@ class ModelServer:
             devices.bind(copy.device)
             copy.precision = devices.precision(copy.device, self.settings.mixed_precision)
             copy.model = handlers.load_model(self.settings.model_dir)
+            self._apply_cpu_runtime(copy)
             loaded = time.perf_counter()
             if "input_fn" in handlers.overridden:
                 # Only the user's input_fn knows what its predict_fn expects.
@@ -216,14 +236,17 @@ class ModelServer:
         self.memory_budget = self._memory_budget(len(pool.copies))
         self.handlers, self.pool = handlers, pool
         logger.info(
-            "model loaded from %s in %.2f s: %d cop%s (%s), mixed precision %s; %s mode, request limit "
-            "%d bytes, timeout %d s, max image pixels %d, heap policy %s, %s",
+            "model loaded from %s in %.2f s: %d cop%s (%s), mixed precision %s, cpu runtime %s; %s mode, "
+            "request limit %d bytes, timeout %d s, max image pixels %d, heap policy %s, %s",
             self.settings.model_dir,
             time.perf_counter() - started,
             len(pool.copies),
             "y" if len(pool.copies) == 1 else "ies",
             ", ".join(copy.device for copy in pool.copies),
             self.settings.mixed_precision,
+            self.settings.cpu_runtime
+            if self.settings.cpu_runtime is CpuRuntime.EAGER
+            else f"{self.settings.cpu_runtime} {self.settings.cpu_precision}",
             self.settings.mode,
             self.settings.max_request_bytes,
             self.settings.request_timeout_s,

@@ -38,6 +38,7 @@ from inference_server.artifact_format import (
     TorchvisionOptions,
     describe_validation_error,
 )
+from inference_server.settings import CpuRuntime
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"  # written by detectron2's periodic checkpointer
 TORCHVISION_FLAGS = {
@@ -109,8 +110,12 @@ def build_artifact(
     config: Path | None = None,
     code: Path | None = None,
     torchvision_options: TorchvisionOptions | None = None,
+    cpu_runtime: CpuRuntime = CpuRuntime.EAGER,
 ) -> Path:
-    """Stage, load-check and tar an artifact; raises ArtifactError (one line) when it would not serve."""
+    """Stage, load-check and tar an artifact; raises ArtifactError (one line) when it would not serve.
+
+    cpu_runtime=openvino also stores the networks' OpenVINO conversion (openvino/), so that servers
+    with CPU_RUNTIME=openvino compile it instead of converting at their first start."""
     output, weights = Path(output), Path(weights)
     try:
         # Validated from plain values: backend and class names come from the command line unchecked.
@@ -131,7 +136,11 @@ def build_artifact(
         (staging_dir / METADATA_FILE).write_text(metadata.to_json())
         if code is not None:
             copy_user_code(Path(code), staging_dir)
-        load_predictor(staging_dir)
+        predictor = load_predictor(staging_dir)
+        if cpu_runtime is CpuRuntime.OPENVINO:
+            from inference_server import cpu_runtime as runtime
+
+            runtime.package(predictor, staging_dir)
         write_tarball(staging_dir, output)
     return output
 
@@ -164,6 +173,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--code", type=Path, help="inference.py, or a directory holding it, with handler overrides"
     )
     parser.add_argument("--output", type=Path, required=True, help="where to write model.tar.gz")
+    parser.add_argument(
+        "--cpu-runtime",
+        type=CpuRuntime,
+        choices=list(CpuRuntime),
+        default=CpuRuntime.EAGER,
+        help="openvino: also store the OpenVINO conversion that CPU_RUNTIME=openvino serves (default eager)",
+    )
     tv = parser.add_argument_group("torchvision backend (detectron2 reads these from its config)")
     tv.add_argument("--architecture", choices=("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"))
     tv.add_argument("--min-size", type=int, help="short edge at test time (default 800)")
@@ -211,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             config=config,
             code=args.code,
             torchvision_options=options,
+            cpu_runtime=args.cpu_runtime,
         )
     except ArtifactError as error:
         print(f"error: {error}", file=sys.stderr)

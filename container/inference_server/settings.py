@@ -22,6 +22,8 @@ MIB = 1024 * 1024
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
+# Outside /opt/ml/model, which SageMaker may mount read-only; /tmp is writable in every mode.
+DEFAULT_CPU_RUNTIME_CACHE_DIR = Path("/tmp/inference-server-openvino")
 # 8192 x 8192: every common camera up to 64 MP. The model resizes to ~800 px anyway; what a large
 # image costs in memory is bounded separately, by the memory budget (MEMORY_LIMIT_MB, memory.py).
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
@@ -90,6 +92,16 @@ class MixedPrecision(enum.StrEnum):
     BF16 = "bf16"  # torch.autocast(dtype=bfloat16) on CUDA (Ampere and newer)
 
 
+class CpuRuntime(enum.StrEnum):
+    EAGER = "eager"  # the backend's torch modules
+    OPENVINO = "openvino"  # the networks in OpenVINO, the rest in torch (cpu_runtime.py)
+
+
+class CpuPrecision(enum.StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # OpenVINO's bfloat16 kernels (AVX512_BF16 / AMX); refused where the CPU lacks them
+
+
 class SettingsError(ValueError):
     """One or more invalid settings; the message is one line naming each variable."""
 
@@ -114,6 +126,11 @@ class Settings:
     read_timeout_s: int = MODE_LIMITS[InferenceMode.REALTIME].read_timeout_s
     model_copies: int | None = None  # None: one per visible GPU, one on CPU
     mixed_precision: MixedPrecision = MixedPrecision.OFF
+    # CPU_RUNTIME / CPU_PRECISION: what runs the model's networks on a CPU copy (GPU copies ignore
+    # them); CPU_RUNTIME_CACHE_DIR: where a conversion made at start is kept for the next start.
+    cpu_runtime: CpuRuntime = CpuRuntime.EAGER
+    cpu_precision: CpuPrecision = CpuPrecision.FP32
+    cpu_runtime_cache_dir: Path = DEFAULT_CPU_RUNTIME_CACHE_DIR
     max_queue_depth: int = DEFAULT_MAX_QUEUE_DEPTH
     heap_policy: HeapPolicy = HeapPolicy.RETAIN
     unhealthy_after_errors: int = DEFAULT_UNHEALTHY_AFTER_ERRORS  # 0: never
@@ -191,6 +208,11 @@ class Settings:
             ),
             model_copies=reader.integer("MODEL_COPIES", None, minimum=1, maximum=MAX_MODEL_COPIES),
             mixed_precision=reader.choice("MIXED_PRECISION", MixedPrecision, MixedPrecision.OFF),
+            cpu_runtime=reader.choice("CPU_RUNTIME", CpuRuntime, CpuRuntime.EAGER),
+            cpu_precision=reader.choice("CPU_PRECISION", CpuPrecision, CpuPrecision.FP32),
+            cpu_runtime_cache_dir=Path(
+                environ.get("CPU_RUNTIME_CACHE_DIR", "").strip() or DEFAULT_CPU_RUNTIME_CACHE_DIR
+            ),
             max_queue_depth=reader.integer("MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH, minimum=1),
             heap_policy=reader.choice("HEAP_POLICY", HeapPolicy, HeapPolicy.RETAIN),
             unhealthy_after_errors=reader.integer(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +23,13 @@ from detectron2.data import transforms as T
 from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
+from detectron2.modeling.roi_heads import FastRCNNConvFCHead, MaskRCNNConvUpsampleHead, StandardROIHeads
 from detectron2.structures import Instances
 
 from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
 from inference_server.backends.base import Detections, describe_mismatch, require_file
+from inference_server.cpu_runtime import Network, Run, Unpatched
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 from inference_server.memory import DETECTRON2_MEMORY, MemoryModel
@@ -163,6 +167,12 @@ class Detectron2Predictor:
             max_detections=int(self.cfg.TEST.DETECTIONS_PER_IMAGE),
         )
 
+    def runtime_networks(self) -> list[Network]:
+        """What CPU_RUNTIME runs instead of torch: the backbone (+ FPN), and where the model has the
+        stock ones, the RPN head, the box head and the mask head's convolutions. Proposal decoding,
+        NMS, ROIAlign, the box predictor's softmax and thresholds stay detectron2's own code."""
+        return detectron2_networks(self.model, self.cfg)
+
     def __call__(self, image: np.ndarray) -> Detections:
         height, width = image.shape[:2]
         with torch.inference_mode():
@@ -178,6 +188,100 @@ class Detectron2Predictor:
                 instances.set(MASK_PROBABILITIES, instances.pred_masks)
                 instances.remove("pred_masks")
             return to_detections(detector_postprocess(instances, height, width))
+
+
+def detectron2_networks(model: torch.nn.Module, cfg: CfgNode) -> list[Network]:
+    backbone: Any = model.backbone  # a detectron2 Backbone (output_shape, size_divisibility)
+    names = list(backbone.output_shape())
+    channels = backbone.output_shape()[names[0]].channels
+    # Traced at a small size, any multiple of the backbone's size_divisibility: the shapes are dynamic.
+    side = max(backbone.size_divisibility, 32) * 8
+    image = torch.zeros(1, 3, side, side)
+
+    def install_backbone(run: Run) -> None:
+        backbone.forward = lambda tensor: dict(zip(names, run(tensor), strict=True))
+
+    networks = [
+        Network(
+            "backbone",
+            Unpatched(backbone, flatten=lambda features: tuple(features[name] for name in names)),
+            (image,),
+            ((-1, 3, -1, -1),),
+            install_backbone,
+        )
+    ]
+    generator = getattr(model, "proposal_generator", None)
+    if isinstance(generator, RPN) and isinstance(generator.rpn_head, StandardRPNHead):
+        head = generator.rpn_head
+        levels = generator.in_features
+        with torch.no_grad():
+            features = Unpatched(backbone, flatten=lambda found: tuple(found[name] for name in levels))(image)
+
+        def install_rpn_head(run: Run) -> None:
+            def forward(features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                outputs = run(*features)
+                return list(outputs[: len(levels)]), list(outputs[len(levels) :])
+
+            head.forward = forward
+
+        networks.append(
+            Network(
+                "rpn_head",
+                # StandardRPNHead.forward takes the list of levels; the traced network one input each.
+                Unpatched(_ListInput(head), flatten=lambda output: tuple(output[0]) + tuple(output[1])),
+                features,
+                tuple((-1, channels, -1, -1) for _ in levels),
+                install_rpn_head,
+            )
+        )
+    heads = getattr(model, "roi_heads", None)
+    if isinstance(heads, StandardROIHeads) and isinstance(heads.box_head, FastRCNNConvFCHead):
+        box_head = heads.box_head
+        side = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+
+        def install_box_head(run: Run) -> None:
+            box_head.forward = lambda features: run(features)[0]
+
+        networks.append(
+            Network(
+                "box_head",
+                Unpatched(box_head),
+                (torch.zeros(2, channels, side, side),),
+                ((-1, channels, side, side),),
+                install_box_head,
+            )
+        )
+    if isinstance(heads, StandardROIHeads) and isinstance(
+        getattr(heads, "mask_head", None), MaskRCNNConvUpsampleHead
+    ):
+        mask_head = heads.mask_head
+        side = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
+
+        def install_mask_head(run: Run) -> None:
+            # forward() calls self.layers() and then mask_rcnn_inference, which stays in torch.
+            mask_head.layers = lambda features: run(features)[0]
+
+        networks.append(
+            Network(
+                "mask_head",
+                Unpatched(mask_head, method="layers"),
+                (torch.zeros(2, channels, side, side),),
+                ((-1, channels, side, side),),
+                install_mask_head,
+            )
+        )
+    return networks
+
+
+class _ListInput(torch.nn.Module):
+    """A head that takes a list of feature maps, called with one argument per map (as traced)."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *features: torch.Tensor) -> Any:
+        return type(self.head).forward(self.head, list(features))
 
 
 def load(model_dir: Path, metadata: ArtifactMetadata) -> Detectron2Predictor:

@@ -11,6 +11,8 @@ arithmetic of torchvision's paste_masks_in_image.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
 from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
+from inference_server.cpu_runtime import Network, Run, Unpatched
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 from inference_server.memory import TORCHVISION_MEMORY, MemoryModel
@@ -163,6 +166,12 @@ class TorchvisionPredictor:
             max_detections=int(self.model.roi_heads.detections_per_img),
         )
 
+    def runtime_networks(self) -> list[Network]:
+        """What CPU_RUNTIME runs instead of torch: the backbone (+ FPN), the RPN head, the box head
+        and the mask head and predictor. The transform, anchors, box decoding, NMS, ROIAlign,
+        softmax and thresholds stay torchvision's own code."""
+        return torchvision_networks(self.model)
+
     def __call__(self, image: np.ndarray) -> Detections:
         height, width = image.shape[:2]
         if not image.flags.writeable:  # torch warns on tensors viewing read-only memory
@@ -189,6 +198,89 @@ class TorchvisionPredictor:
             classes=(output["labels"] - 1).cpu().numpy(),
             masks=masks,
         )
+
+
+class _ListInput(torch.nn.Module):
+    """The RPN head takes a list of feature maps; the traced network takes one argument per map."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *features: torch.Tensor) -> Any:
+        return type(self.head).forward(self.head, list(features))
+
+
+def _replace_forward(module: torch.nn.Module) -> Callable[[Run], None]:
+    def install(run: Run) -> None:
+        module.forward = lambda features: run(features)[0]
+
+    return install
+
+
+def torchvision_networks(model: MaskRCNN) -> list[Network]:
+    backbone = model.backbone
+    channels = backbone.out_channels
+    # Traced at a small size (the transform pads to multiples of 32): the shapes are dynamic.
+    image = torch.zeros(1, 3, 256, 256)
+    with torch.no_grad():
+        features = type(backbone).forward(backbone, image)
+    names = list(features)
+
+    def install_backbone(run: Run) -> None:
+        backbone.forward = lambda tensor: OrderedDict(zip(names, run(tensor), strict=True))
+
+    head = model.rpn.head
+
+    def install_rpn_head(run: Run) -> None:
+        def forward(levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            outputs = run(*levels)
+            return list(outputs[: len(names)]), list(outputs[len(names) :])
+
+        head.forward = forward
+
+    heads = model.roi_heads
+    box_side = heads.box_roi_pool.output_size[0]
+    mask_side = heads.mask_roi_pool.output_size[0]
+    with torch.no_grad():
+        mask_features = heads.mask_head(torch.zeros(2, channels, mask_side, mask_side))
+    return [
+        Network(
+            "backbone",
+            Unpatched(backbone, flatten=lambda found: tuple(found[name] for name in names)),
+            (image,),
+            ((-1, 3, -1, -1),),
+            install_backbone,
+        ),
+        Network(
+            "rpn_head",
+            Unpatched(_ListInput(head), flatten=lambda output: tuple(output[0]) + tuple(output[1])),
+            tuple(features.values()),
+            tuple((-1, channels, -1, -1) for _ in names),
+            install_rpn_head,
+        ),
+        Network(
+            "box_head",
+            Unpatched(heads.box_head),
+            (torch.zeros(2, channels, box_side, box_side),),
+            ((-1, channels, box_side, box_side),),
+            _replace_forward(heads.box_head),
+        ),
+        Network(
+            "mask_head",
+            Unpatched(heads.mask_head),
+            (torch.zeros(2, channels, mask_side, mask_side),),
+            ((-1, channels, mask_side, mask_side),),
+            _replace_forward(heads.mask_head),
+        ),
+        Network(
+            "mask_predictor",
+            Unpatched(heads.mask_predictor),
+            (mask_features,),
+            ((-1, mask_features.shape[1], mask_side, mask_side),),
+            _replace_forward(heads.mask_predictor),
+        ),
+    ]
 
 
 def load(model_dir: Path, metadata: ArtifactMetadata) -> TorchvisionPredictor:
