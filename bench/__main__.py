@@ -18,10 +18,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import cold_start, encoding, heap, memory, overload, serving
+from bench import cold_start, cpu_runtime, encoding, heap, memory, overload, serving
 from bench.common import REPO_ROOT, Backend, add_common_arguments, heap_policy
 
-TABLES = [serving, encoding, heap, cold_start, memory]
+TABLES = [serving, encoding, heap, cold_start, memory, cpu_runtime]
 BACKENDS = ("torchvision", "detectron2")
 SERVING_SIZES = {
     "min_size": 800,
@@ -88,7 +88,8 @@ def main() -> None:
     memory.add_arguments(parser)
     options = parser.parse_args()
     tables = {table.__name__.rsplit(".", 1)[1]: table for table in TABLES}
-    chosen = [name.strip() for name in options.tables.split(",") if name.strip()]
+    # cpu-runtime and cpu_runtime both name bench/cpu_runtime.py.
+    chosen = [name.strip().replace("-", "_") for name in options.tables.split(",") if name.strip()]
     unknown_tables = sorted(set(chosen) - set(tables))
     if unknown_tables:
         parser.error(f"unknown table(s) {', '.join(unknown_tables)}; allowed: {', '.join(tables)}")

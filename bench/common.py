@@ -37,6 +37,8 @@ class Table:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Plain lines after the notes (a summary line that scripts grep for).
+    footer: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", ""]
@@ -44,6 +46,8 @@ class Table:
         lines.append("|" + "---|" * len(self.columns))
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         lines += [""] + [f"- {note}" for note in self.notes]
+        if self.footer:
+            lines += [""] + self.footer
         return "\n".join(lines).rstrip() + "\n"
 
 

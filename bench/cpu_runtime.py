@@ -1,0 +1,153 @@
+"""CPU runtime: eager torch against CPU_RUNTIME=openvino at fp32 and bf16, on the same photo.
+
+Latency is per image, in this process, with the three predictors called in turn each round
+(interleaved, so a busy machine slows all of them alike). Agreement compares each runtime's
+detections with eager's on the photo (tests/container/agreement.py: same class, box IoU >= 0.9).
+Cold start is the real server's start -> first /ping 200: eager; openvino converting at its first
+start into an empty cache; and openvino from an artifact that carries its conversion (what
+`package --cpu-runtime openvino` builds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import Backend, Server, Table, ms
+
+TITLE = "CPU runtime"
+RUNTIME = "openvino"
+
+
+def _packaged_copy(backend: Backend, predictor: object) -> Path:
+    """The backend's artifact with its conversion stored inside, as packaging writes it."""
+    from inference_server import cpu_runtime
+
+    destination = backend.out_dir / "cpu-runtime" / f"{backend.name}-packaged"
+    if not (destination / cpu_runtime.RUNTIME_DIR / cpu_runtime.MANIFEST_FILE).is_file():
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(backend.model_dir, destination)
+        cpu_runtime.package(predictor, destination)
+    return destination
+
+
+def _ready_s(backend: Backend, label: str, model_dir: Path, env: dict[str, str]) -> float:
+    server = Server.start(model_dir, backend.out_dir / f"{backend.name}-{label}.server.log", env)
+    server.stop()
+    return server.ready_s
+
+
+def run(backends: list[Backend], options: argparse.Namespace) -> Table:
+    table = Table(
+        TITLE,
+        [
+            "backend",
+            "runtime",
+            "p50 per image",
+            "speed-up",
+            "cold start (/ping 200)",
+            "matched",
+            "max box Δ",
+            "max score Δ",
+            "min mask IoU",
+        ],
+    )
+    if importlib.util.find_spec("openvino") is None:
+        table.notes.append(
+            "openvino is not installed here: pip install openvino (requirements-dev.txt has it)"
+        )
+        return table
+    from inference_server import artifact, cpu_runtime
+    from inference_server.settings import CpuPrecision
+    from tests.container.agreement import compare
+
+    summaries: dict[str, str] = {}
+    for backend in backends:
+        precisions = [CpuPrecision.FP32]
+        try:
+            cpu_runtime.check_precision(CpuPrecision.BF16)
+            precisions.append(CpuPrecision.BF16)
+        except cpu_runtime.RuntimeUnavailable as error:
+            table.notes.append(f"{backend.name}: bf16 n/a ({error})")
+        predictors = {"eager": backend.predictor}
+        packaged = _packaged_copy(backend, artifact.load_predictor(backend.model_dir))
+        for precision in precisions:
+            predictor = artifact.load_predictor(packaged)
+            cpu_runtime.apply(predictor, packaged, precision)
+            predictors[str(precision)] = predictor
+        image = backend.image
+        samples: dict[str, list[float]] = {name: [] for name in predictors}
+        detections = {}
+        for name, predictor in predictors.items():  # warm-up, untimed
+            detections[name] = predictor(image)
+        for _ in range(options.pairs):
+            for name, predictor in predictors.items():
+                started = time.perf_counter()
+                detections[name] = predictor(image)
+                samples[name].append(time.perf_counter() - started)
+        cache = backend.out_dir / "cpu-runtime" / f"{backend.name}-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        cold = {
+            "eager": _ready_s(backend, "cpu-runtime-eager", backend.model_dir, {}),
+            "fp32 converting": _ready_s(
+                backend,
+                "cpu-runtime-convert",
+                backend.model_dir,
+                {"CPU_RUNTIME": RUNTIME, "CPU_RUNTIME_CACHE_DIR": str(cache)},
+            ),
+        }
+        for precision in precisions:
+            cold[str(precision)] = _ready_s(
+                backend,
+                f"cpu-runtime-{precision}",
+                packaged,
+                {"CPU_RUNTIME": RUNTIME, "CPU_PRECISION": str(precision)},
+            )
+        eager_p50 = statistics.median(samples["eager"])
+        speedups: dict[str, float] = {}
+        agreements = {}
+        for name in predictors:
+            p50 = statistics.median(samples[name])
+            speedups[name] = eager_p50 / p50
+            if name == "eager":
+                table.rows.append(
+                    [backend.name, "eager (torch)", ms(p50), "1.00×", f"{cold['eager']:.1f} s"] + ["–"] * 4
+                )
+                continue
+            agreement = agreements[name] = compare(detections["eager"], detections[name])
+            table.rows.append(
+                [
+                    backend.name,
+                    f"{RUNTIME} {name}",
+                    ms(p50),
+                    f"{speedups[name]:.2f}×",
+                    f"{cold[name]:.1f} s ({cold[name] / cold['eager'] - 1:+.0%})",
+                    f"{agreement.matched}/{agreement.reference}",
+                    f"{agreement.max_box_px:.3f} px",
+                    f"{agreement.max_score:.2e}",
+                    f"{agreement.min_mask_iou:.4f}",
+                ]
+            )
+        table.notes.append(
+            f"{backend.name}: {backend.describe_image()}; {options.pairs} interleaved rounds; first start "
+            f"converting into an empty cache: {cold['fp32 converting']:.1f} s "
+            f"({cold['fp32 converting'] / cold['eager'] - 1:+.0%} vs eager), later starts read the cache"
+        )
+        fp32 = agreements[str(CpuPrecision.FP32)]
+        bf16 = f"bf16 {speedups['bf16']:.2f}x" if "bf16" in speedups else "bf16 n/a"
+        summaries[backend.name] = (
+            f"cpu runtime {RUNTIME}: fp32 {speedups['fp32']:.2f}x, {bf16} vs eager; "
+            f"fp32 matched {fp32.matched}/{fp32.reference}, min mask IoU {fp32.min_mask_iou:.3f}"
+        )
+    table.notes.append(
+        "matched: eager's instances found again (same class, box IoU ≥ 0.9); Δ and IoU over matched pairs"
+    )
+    # The last line: detectron2's when it ran (the model the option is for), else the only backend's.
+    last = "detectron2" if "detectron2" in summaries else next(iter(summaries))
+    table.notes += [f"{name}: {line}" for name, line in summaries.items() if name != last]
+    table.footer.append(summaries[last])
+    return table
