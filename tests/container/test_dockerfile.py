@@ -134,6 +134,15 @@ def test_each_target_installs_the_pinned_torch_build_for_its_device(dockerfile, 
     assert "-r /tmp/requirements.txt" in runs
 
 
+def test_only_the_cpu_target_carries_the_cpu_runtime_at_the_tested_version(dockerfile):
+    assert "${CPU_RUNTIME_DEPS}" in " ".join(dockerfile.stages["cpu-build"].arguments("RUN"))
+    assert "${CPU_RUNTIME_DEPS}" not in " ".join(dockerfile.stages["gpu-build"].arguments("RUN"))
+    dev_pins = requirement_pins(REPO_ROOT / "requirements-dev.txt")
+    for package in dockerfile.global_args["CPU_RUNTIME_DEPS"].split():
+        name, _, version = package.partition("==")
+        assert dev_pins[name] == version
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_detectron2_is_built_from_the_pinned_commit(dockerfile, target):
     assert re.fullmatch(r"[0-9a-f]{40}", dockerfile.global_args["DETECTRON2_COMMIT"])
@@ -154,6 +163,7 @@ def test_every_installed_package_is_pinned(dockerfile):
     packages = [
         *dockerfile.global_args["DETECTRON2_RUNTIME_DEPS"].split(),
         *dockerfile.global_args["BUILD_TOOLS"].split(),
+        *dockerfile.global_args["CPU_RUNTIME_DEPS"].split(),
         *(
             f"{name}=={version}"
             for name, version in requirement_pins(CONTAINER_DIR / "requirements.txt").items()

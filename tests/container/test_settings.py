@@ -15,6 +15,8 @@ from inference_server.allocator import HeapPolicy
 from inference_server.settings import (
     MIB,
     BatchRecordErrors,
+    CpuPrecision,
+    CpuRuntime,
     InferenceMode,
     MixedPrecision,
     Settings,
@@ -88,6 +90,14 @@ def test_model_copies_precision_and_queue_defaults():
     assert (chosen.model_copies, chosen.mixed_precision, chosen.max_queue_depth) == (2, "bf16", 8)
 
 
+def test_the_cpu_runtime_is_eager_unless_chosen():
+    settings = load({})
+    assert (settings.cpu_runtime, settings.cpu_precision) == (CpuRuntime.EAGER, CpuPrecision.FP32)
+    chosen = load({"CPU_RUNTIME": "OpenVINO", "CPU_PRECISION": "bf16", "CPU_RUNTIME_CACHE_DIR": "/cache"})
+    assert (chosen.cpu_runtime, chosen.cpu_precision) == (CpuRuntime.OPENVINO, CpuPrecision.BF16)
+    assert chosen.cpu_runtime_cache_dir == Path("/cache")
+
+
 def test_the_heap_keeps_freed_inference_memory_unless_told_to_release_it():
     assert load({}).heap_policy is HeapPolicy.RETAIN
     assert load({"HEAP_POLICY": "release"}).heap_policy is HeapPolicy.RELEASE
@@ -156,6 +166,8 @@ def test_overrides_and_flag_precedence():
         ({"MODEL_COPIES": "0"}, "MODEL_COPIES='0' is invalid; allowed: an integer in 1..64"),
         ({"MODEL_COPIES": "all"}, "MODEL_COPIES='all' is invalid; allowed: an integer in 1..64"),
         ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION='fp8' is invalid; allowed: off | fp16 | bf16"),
+        ({"CPU_RUNTIME": "onnx"}, "CPU_RUNTIME='onnx' is invalid; allowed: eager | openvino"),
+        ({"CPU_PRECISION": "int8"}, "CPU_PRECISION='int8' is invalid; allowed: fp32 | bf16"),
         ({"MAX_QUEUE_DEPTH": "0"}, "MAX_QUEUE_DEPTH='0' is invalid; allowed: an integer >= 1"),
         ({"HEAP_POLICY": "trim"}, "HEAP_POLICY='trim' is invalid; allowed: retain | release"),
     ],
