@@ -511,6 +511,12 @@ ENVIRONMENT_NOTES: dict[str, str] = {
     "round-robin over the GPUs; on CPU all share the cores.",
     "MIXED_PRECISION": "Inference under `torch.autocast` on CUDA (ignored, with a warning, on CPU); "
     "outputs stay float32.",
+    "CPU_RUNTIME": "What runs the networks of a CPU copy: `eager` (torch) or `openvino` (ignored, with a "
+    "warning, on GPU); see [CPU runtime](../cpu-runtime.md).",
+    "CPU_PRECISION": "With `CPU_RUNTIME=openvino`: `fp32`, or `bf16` where the CPU has bfloat16 (refused "
+    "at start where it does not).",
+    "CPU_RUNTIME_CACHE_DIR": "Where a conversion made at start (the artifact carries none) is kept, keyed "
+    "by the weights' digest, for the next start.",
     "MAX_QUEUE_DEPTH": "Admitted requests waiting for a copy (real-time and serverless only); one more is "
     "refused `overloaded`.",
     "LOG_FORMAT": "`json`: one JSON object per line (timestamp, level, request id, status, decode, queue "
