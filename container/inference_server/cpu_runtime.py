@@ -97,6 +97,47 @@ class Unpatched(torch.nn.Module):
         return self.flatten(getattr(type(self.inner), self.method)(self.inner, *inputs))
 
 
+class _ListInput(torch.nn.Module):
+    """A head that takes a list of feature maps, called with one argument per map (as traced)."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *features: torch.Tensor) -> Any:
+        return type(self.head).forward(self.head, list(features))
+
+
+def replace_method(module: torch.nn.Module, method: str = "forward") -> Callable[[Run], None]:
+    """An install for a network of one tensor in, one tensor out, called as ``module.<method>``."""
+
+    def install(run: Run) -> None:
+        setattr(module, method, lambda features: run(features)[0])
+
+    return install
+
+
+def rpn_head_network(head: torch.nn.Module, features: tuple[torch.Tensor, ...]) -> Network:
+    """An RPN head, detectron2's or torchvision's: a list of feature maps in, (objectness per level,
+    box deltas per level) out. The traced network takes one input per level."""
+    levels = len(features)
+
+    def install(run: Run) -> None:
+        def forward(maps: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            outputs = run(*maps)
+            return list(outputs[:levels]), list(outputs[levels:])
+
+        head.forward = forward
+
+    return Network(
+        "rpn_head",
+        Unpatched(_ListInput(head), flatten=lambda output: tuple(output[0]) + tuple(output[1])),
+        features,
+        tuple((-1, feature.shape[1], -1, -1) for feature in features),
+        install,
+    )
+
+
 def weights_digest(model_dir: Path) -> str:
     digest = hashlib.sha256()
     with (Path(model_dir) / WEIGHTS_FILE).open("rb") as weights:

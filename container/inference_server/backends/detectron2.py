@@ -29,7 +29,7 @@ from detectron2.structures import Instances
 
 from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
 from inference_server.backends.base import Detections, describe_mismatch, require_file
-from inference_server.cpu_runtime import Network, Run, Unpatched
+from inference_server.cpu_runtime import Network, Run, Unpatched, replace_method, rpn_head_network
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 from inference_server.memory import DETECTRON2_MEMORY, MemoryModel
@@ -212,76 +212,37 @@ def detectron2_networks(model: torch.nn.Module, cfg: CfgNode) -> list[Network]:
     ]
     generator = getattr(model, "proposal_generator", None)
     if isinstance(generator, RPN) and isinstance(generator.rpn_head, StandardRPNHead):
-        head = generator.rpn_head
         levels = generator.in_features
         with torch.no_grad():
             features = Unpatched(backbone, flatten=lambda found: tuple(found[name] for name in levels))(image)
-
-        def install_rpn_head(run: Run) -> None:
-            def forward(features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-                outputs = run(*features)
-                return list(outputs[: len(levels)]), list(outputs[len(levels) :])
-
-            head.forward = forward
-
-        networks.append(
-            Network(
-                "rpn_head",
-                # StandardRPNHead.forward takes the list of levels; the traced network one input each.
-                Unpatched(_ListInput(head), flatten=lambda output: tuple(output[0]) + tuple(output[1])),
-                features,
-                tuple((-1, channels, -1, -1) for _ in levels),
-                install_rpn_head,
-            )
-        )
+        networks.append(rpn_head_network(generator.rpn_head, features))
     heads = getattr(model, "roi_heads", None)
     if isinstance(heads, StandardROIHeads) and isinstance(heads.box_head, FastRCNNConvFCHead):
-        box_head = heads.box_head
         side = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-
-        def install_box_head(run: Run) -> None:
-            box_head.forward = lambda features: run(features)[0]
-
         networks.append(
             Network(
                 "box_head",
-                Unpatched(box_head),
+                Unpatched(heads.box_head),
                 (torch.zeros(2, channels, side, side),),
                 ((-1, channels, side, side),),
-                install_box_head,
+                replace_method(heads.box_head),
             )
         )
     if isinstance(heads, StandardROIHeads) and isinstance(
         getattr(heads, "mask_head", None), MaskRCNNConvUpsampleHead
     ):
-        mask_head = heads.mask_head
         side = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
-
-        def install_mask_head(run: Run) -> None:
-            # forward() calls self.layers() and then mask_rcnn_inference, which stays in torch.
-            mask_head.layers = lambda features: run(features)[0]
-
         networks.append(
             Network(
                 "mask_head",
-                Unpatched(mask_head, method="layers"),
+                # forward() calls self.layers() and then mask_rcnn_inference, which stays in torch.
+                Unpatched(heads.mask_head, method="layers"),
                 (torch.zeros(2, channels, side, side),),
                 ((-1, channels, side, side),),
-                install_mask_head,
+                replace_method(heads.mask_head, "layers"),
             )
         )
     return networks
-
-
-class _ListInput(torch.nn.Module):
-    """A head that takes a list of feature maps, called with one argument per map (as traced)."""
-
-    def __init__(self, head: torch.nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, *features: torch.Tensor) -> Any:
-        return type(self.head).forward(self.head, list(features))
 
 
 def load(model_dir: Path, metadata: ArtifactMetadata) -> Detectron2Predictor:

@@ -12,7 +12,6 @@ arithmetic of torchvision's paste_masks_in_image.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
 from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
-from inference_server.cpu_runtime import Network, Run, Unpatched
+from inference_server.cpu_runtime import Network, Run, Unpatched, replace_method, rpn_head_network
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 from inference_server.memory import TORCHVISION_MEMORY, MemoryModel
@@ -200,24 +199,6 @@ class TorchvisionPredictor:
         )
 
 
-class _ListInput(torch.nn.Module):
-    """The RPN head takes a list of feature maps; the traced network takes one argument per map."""
-
-    def __init__(self, head: torch.nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, *features: torch.Tensor) -> Any:
-        return type(self.head).forward(self.head, list(features))
-
-
-def _replace_forward(module: torch.nn.Module) -> Callable[[Run], None]:
-    def install(run: Run) -> None:
-        module.forward = lambda features: run(features)[0]
-
-    return install
-
-
 def torchvision_networks(model: MaskRCNN) -> list[Network]:
     backbone = model.backbone
     channels = backbone.out_channels
@@ -229,15 +210,6 @@ def torchvision_networks(model: MaskRCNN) -> list[Network]:
 
     def install_backbone(run: Run) -> None:
         backbone.forward = lambda tensor: OrderedDict(zip(names, run(tensor), strict=True))
-
-    head = model.rpn.head
-
-    def install_rpn_head(run: Run) -> None:
-        def forward(levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-            outputs = run(*levels)
-            return list(outputs[: len(names)]), list(outputs[len(names) :])
-
-        head.forward = forward
 
     heads = model.roi_heads
     box_side = heads.box_roi_pool.output_size[0]
@@ -252,33 +224,27 @@ def torchvision_networks(model: MaskRCNN) -> list[Network]:
             ((-1, 3, -1, -1),),
             install_backbone,
         ),
-        Network(
-            "rpn_head",
-            Unpatched(_ListInput(head), flatten=lambda output: tuple(output[0]) + tuple(output[1])),
-            tuple(features.values()),
-            tuple((-1, channels, -1, -1) for _ in names),
-            install_rpn_head,
-        ),
+        rpn_head_network(model.rpn.head, tuple(features.values())),
         Network(
             "box_head",
             Unpatched(heads.box_head),
             (torch.zeros(2, channels, box_side, box_side),),
             ((-1, channels, box_side, box_side),),
-            _replace_forward(heads.box_head),
+            replace_method(heads.box_head),
         ),
         Network(
             "mask_head",
             Unpatched(heads.mask_head),
             (torch.zeros(2, channels, mask_side, mask_side),),
             ((-1, channels, mask_side, mask_side),),
-            _replace_forward(heads.mask_head),
+            replace_method(heads.mask_head),
         ),
         Network(
             "mask_predictor",
             Unpatched(heads.mask_predictor),
             (mask_features,),
             ((-1, mask_features.shape[1], mask_side, mask_side),),
-            _replace_forward(heads.mask_predictor),
+            replace_method(heads.mask_predictor),
         ),
     ]
 
