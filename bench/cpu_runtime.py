@@ -26,9 +26,15 @@ RUNTIME = "openvino"
 def _packaged_copy(backend: Backend, predictor: object) -> Path:
     """The backend's artifact with its conversion stored inside, as packaging writes it."""
     from inference_server import cpu_runtime
+    from inference_server.artifact_format import ArtifactError
 
     destination = backend.out_dir / "cpu-runtime" / f"{backend.name}-packaged"
-    if not (destination / cpu_runtime.RUNTIME_DIR / cpu_runtime.MANIFEST_FILE).is_file():
+    names = [network.name for network in cpu_runtime.networks_of(predictor)]
+    try:  # reused while it holds what this code converts from these weights
+        cpu_runtime.read_manifest(
+            destination / cpu_runtime.RUNTIME_DIR, cpu_runtime.weights_digest(backend.model_dir), names
+        )
+    except (ArtifactError, OSError):
         shutil.rmtree(destination, ignore_errors=True)
         shutil.copytree(backend.model_dir, destination)
         cpu_runtime.package(predictor, destination)

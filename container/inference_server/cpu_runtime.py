@@ -1,9 +1,9 @@
 """CPU_RUNTIME=openvino: the model's networks run in OpenVINO on the CPU, everything else in torch.
 
 What moves is only the network: the convolution and fully connected stacks a backend names
-(``Predictor.runtime_networks()``: backbone + FPN, RPN head, box head, mask head). Resizing, anchor
-generation, box decoding, NMS, ROIAlign, thresholds and the mask paste stay the backend's own torch
-code, so answers differ from eager only by arithmetic. The shapes are dynamic (any image size the
+(``Predictor.runtime_networks()``: backbone + FPN, RPN head, mask head). The box head, resizing,
+anchor generation, box decoding, NMS, ROIAlign, thresholds and the mask paste stay the backend's
+own torch code, so answers differ from eager only by arithmetic. The shapes are dynamic (any image size the
 resize produces, any number of boxes), so one conversion serves every request.
 
 A conversion is made once, from the artifact's own weights, and reused:

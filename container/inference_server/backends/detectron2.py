@@ -24,7 +24,7 @@ from detectron2.layers.mask_ops import _do_paste_mask
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
-from detectron2.modeling.roi_heads import FastRCNNConvFCHead, MaskRCNNConvUpsampleHead, StandardROIHeads
+from detectron2.modeling.roi_heads import MaskRCNNConvUpsampleHead, StandardROIHeads
 from detectron2.structures import Instances
 
 from inference_server.artifact_format import CONFIG_FILE, WEIGHTS_FILE, ArtifactError, ArtifactMetadata
@@ -169,8 +169,10 @@ class Detectron2Predictor:
 
     def runtime_networks(self) -> list[Network]:
         """What CPU_RUNTIME runs instead of torch: the backbone (+ FPN), and where the model has the
-        stock ones, the RPN head, the box head and the mask head's convolutions. Proposal decoding,
-        NMS, ROIAlign, the box predictor's softmax and thresholds stay detectron2's own code."""
+        stock ones, the RPN head and the mask head's convolutions. The box head stays in torch (its
+        fully connected layers over 1,000 proposals ran slower in OpenVINO than in torch's GEMM, as
+        measured by the cpu-runtime benchmark), as do proposal decoding, NMS, ROIAlign, the box
+        predictor's softmax and the thresholds."""
         return detectron2_networks(self.model, self.cfg)
 
     def __call__(self, image: np.ndarray) -> Detections:
@@ -217,17 +219,6 @@ def detectron2_networks(model: torch.nn.Module, cfg: CfgNode) -> list[Network]:
             features = Unpatched(backbone, flatten=lambda found: tuple(found[name] for name in levels))(image)
         networks.append(rpn_head_network(generator.rpn_head, features))
     heads = getattr(model, "roi_heads", None)
-    if isinstance(heads, StandardROIHeads) and isinstance(heads.box_head, FastRCNNConvFCHead):
-        side = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        networks.append(
-            Network(
-                "box_head",
-                Unpatched(heads.box_head),
-                (torch.zeros(2, channels, side, side),),
-                ((-1, channels, side, side),),
-                replace_method(heads.box_head),
-            )
-        )
     if isinstance(heads, StandardROIHeads) and isinstance(
         getattr(heads, "mask_head", None), MaskRCNNConvUpsampleHead
     ):

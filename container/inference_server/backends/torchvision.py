@@ -166,9 +166,9 @@ class TorchvisionPredictor:
         )
 
     def runtime_networks(self) -> list[Network]:
-        """What CPU_RUNTIME runs instead of torch: the backbone (+ FPN), the RPN head, the box head
-        and the mask head and predictor. The transform, anchors, box decoding, NMS, ROIAlign,
-        softmax and thresholds stay torchvision's own code."""
+        """What CPU_RUNTIME runs instead of torch: the backbone (+ FPN), the RPN head and the mask
+        head and predictor. The box head stays in torch (slower in OpenVINO, as detectron2's is),
+        as do the transform, anchors, box decoding, NMS, ROIAlign, softmax and thresholds."""
         return torchvision_networks(self.model)
 
     def __call__(self, image: np.ndarray) -> Detections:
@@ -212,7 +212,6 @@ def torchvision_networks(model: MaskRCNN) -> list[Network]:
         backbone.forward = lambda tensor: OrderedDict(zip(names, run(tensor), strict=True))
 
     heads = model.roi_heads
-    box_side = heads.box_roi_pool.output_size[0]
     mask_side = heads.mask_roi_pool.output_size[0]
     with torch.no_grad():
         mask_features = heads.mask_head(torch.zeros(2, channels, mask_side, mask_side))
@@ -225,13 +224,6 @@ def torchvision_networks(model: MaskRCNN) -> list[Network]:
             install_backbone,
         ),
         rpn_head_network(model.rpn.head, tuple(features.values())),
-        Network(
-            "box_head",
-            Unpatched(heads.box_head),
-            (torch.zeros(2, channels, box_side, box_side),),
-            ((-1, channels, box_side, box_side),),
-            replace_method(heads.box_head),
-        ),
         Network(
             "mask_head",
             Unpatched(heads.mask_head),
