@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from inference_server.artifact_format import OPENVINO_DIR, WEIGHTS_FILE, ArtifactError
-from inference_server.settings import DEFAULT_CPU_RUNTIME_CACHE_DIR, CpuPrecision, CpuRuntime
+from inference_server.settings import DEFAULT_CPU_RUNTIME_CACHE_DIR, CpuPrecision
 
 logger = logging.getLogger("inference_server")
 
@@ -61,7 +61,7 @@ Run = Callable[..., tuple[torch.Tensor, ...]]
 class Network:
     """One network a backend hands to the runtime.
 
-    ``module`` takes ``example``'s tensors and returns a tensor or a tuple of tensors; ``shapes``
+    ``module`` takes ``example``'s tensors and returns a tuple of tensors (``Unpatched``); ``shapes``
     gives each input's shape with -1 where it varies. ``install`` receives the compiled network (a
     function from input tensors to the tuple of output tensors) and puts it where the model calls
     the module; inputs with an empty dimension (no boxes) are sent to the module itself.
@@ -297,4 +297,3 @@ def apply(
     for network in networks:
         compiled = core.compile_model(str(directory / f"{network.name}.xml"), "CPU", options)
         network.install(_compiled_runner(compiled, network.module))
-    predictor.cpu_runtime = f"{CpuRuntime.OPENVINO} {precision}"
