@@ -71,14 +71,15 @@ def run(backends: list[Backend], options: argparse.Namespace) -> Table:
     from inference_server.settings import CpuPrecision
     from tests.container.agreement import compare
 
+    # A property of the CPU, not of the backend: asked once.
+    precisions = [CpuPrecision.FP32]
+    try:
+        cpu_runtime.check_precision(CpuPrecision.BF16)
+        precisions.append(CpuPrecision.BF16)
+    except cpu_runtime.RuntimeUnavailable as error:
+        table.notes.append(f"bf16 n/a ({error})")
     summaries: dict[str, str] = {}
     for backend in backends:
-        precisions = [CpuPrecision.FP32]
-        try:
-            cpu_runtime.check_precision(CpuPrecision.BF16)
-            precisions.append(CpuPrecision.BF16)
-        except cpu_runtime.RuntimeUnavailable as error:
-            table.notes.append(f"{backend.name}: bf16 n/a ({error})")
         predictors = {"eager": backend.predictor}
         packaged = _packaged_copy(backend, artifact.load_predictor(backend.model_dir))
         for precision in precisions:
