@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,29 @@ def replace_method(module: torch.nn.Module, method: str = "forward") -> Callable
         setattr(module, method, lambda features: run(features)[0])
 
     return install
+
+
+def backbone_network(
+    backbone: torch.nn.Module,
+    names: Sequence[str],
+    image: torch.Tensor,
+    mapping: Callable[[Iterable[tuple[str, torch.Tensor]]], Mapping[str, torch.Tensor]] = dict,
+) -> Network:
+    """A backbone (+ FPN), detectron2's or torchvision's: an image batch in, the feature maps by
+    name out, built with ``mapping`` (the mapping type the model's own backbone returns). The traced
+    network takes any image size."""
+    names = list(names)
+
+    def install(run: Run) -> None:
+        backbone.forward = lambda tensor: mapping(zip(names, run(tensor), strict=True))
+
+    return Network(
+        "backbone",
+        Unpatched(backbone, flatten=lambda features: tuple(features[name] for name in names)),
+        (image,),
+        ((-1, 3, -1, -1),),
+        install,
+    )
 
 
 def rpn_head_network(head: torch.nn.Module, features: tuple[torch.Tensor, ...]) -> Network:

@@ -25,7 +25,13 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from inference_server.artifact_format import WEIGHTS_FILE, ArtifactError, ArtifactMetadata
 from inference_server.backends.base import Detections, describe_mismatch, require_file, weights_state_dict
-from inference_server.cpu_runtime import Network, Run, Unpatched, replace_method, rpn_head_network
+from inference_server.cpu_runtime import (
+    Network,
+    Unpatched,
+    backbone_network,
+    replace_method,
+    rpn_head_network,
+)
 from inference_server.errors import first_line
 from inference_server.masks import Crop, PastedMasks, autocast_context
 from inference_server.memory import TORCHVISION_MEMORY, MemoryModel
@@ -208,21 +214,12 @@ def torchvision_networks(model: MaskRCNN) -> list[Network]:
         features = type(backbone).forward(backbone, image)
     names = list(features)
 
-    def install_backbone(run: Run) -> None:
-        backbone.forward = lambda tensor: OrderedDict(zip(names, run(tensor), strict=True))
-
     heads = model.roi_heads
     mask_side = heads.mask_roi_pool.output_size[0]
     with torch.no_grad():
         mask_features = heads.mask_head(torch.zeros(2, channels, mask_side, mask_side))
     return [
-        Network(
-            "backbone",
-            Unpatched(backbone, flatten=lambda found: tuple(found[name] for name in names)),
-            (image,),
-            ((-1, 3, -1, -1),),
-            install_backbone,
-        ),
+        backbone_network(backbone, names, image, OrderedDict),
         rpn_head_network(model.rpn.head, tuple(features.values())),
         Network(
             "mask_head",
