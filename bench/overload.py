@@ -316,20 +316,11 @@ def copies(args: argparse.Namespace, jpeg: bytes, work: Path) -> str:
 # 3. GPU: fp32 vs autocast --------------------------------------------------------------------------
 
 
-def box_iou(a, b):
-    import numpy as np
-
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-9)
-
-
 def compare(reference, candidate) -> tuple[list[float], list[float], list[float], int]:
     """Greedy one-to-one matching by box IoU within a class: box IoUs, |score diffs|, mask IoUs, unmatched."""
     import numpy as np
+
+    from tests.container.agreement import box_iou
 
     ious = (
         box_iou(reference.boxes, candidate.boxes) if len(reference) and len(candidate) else np.zeros((0, 0))
