@@ -89,6 +89,11 @@ NOTES: dict[str, str] = {
     "model.package_group_name": "null: `<name lowercased>-mask-rcnn` (`detectron2-mask-rcnn`).",
     "model.approval_status": 'Must be `Approved` while any enabled mode deploys `"current"`: SageMaker '
     "builds Models from approved versions only.",
+    "model.cpu_runtime.runtime": "`openvino` sets `CPU_RUNTIME` on every CPU Model (serverless, CPU "
+    "instance types); GPU Models always run eager. Package the conversion into `model.data` "
+    "(`--cpu-runtime openvino`): see [CPU runtime](../cpu-runtime.md).",
+    "model.cpu_runtime.precision": "`bf16` needs runtime `openvino` and a CPU with bfloat16 on every CPU "
+    "Model: not with serverless enabled, and only `ml.c7i`, `ml.m7i`, `ml.r7i` and the 8i families.",
     "<mode>.model_version": '`"current"` follows the version this app registers (read from SSM at deploy '
     "time); a number or ARN of this app's group pins it in the template.",
     "realtime.instance_type": "Not burstable `ml.t*` while `scaling` is set.",

@@ -36,6 +36,7 @@ def build_stacks(scope: Construct, config: AppConfig, *, container_dir: Path) ->
         store=shared.store,
         monitoring=config.monitoring,
         alarm_topic=shared.alarm_topic.topic if shared.alarm_topic is not None else None,
+        cpu_runtime=config.model.cpu_runtime,
     )
     stacks = InferenceStacks(shared)
     endpoints: dict[str, EndpointStack] = {}

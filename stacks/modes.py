@@ -25,8 +25,10 @@ from sagemaker_constructs.endpoint import InferenceEndpoint
 from sagemaker_constructs.instance_types import is_gpu
 from sagemaker_constructs.packaged_model import InferenceMode
 from sagemaker_constructs.settings import (
+    EAGER_CPU_RUNTIME,
     AsyncConfig,
     BatchConfig,
+    CpuRuntimeConfig,
     InstanceModeConfig,
     ModelVersion,
     MonitoringConfig,
@@ -47,6 +49,8 @@ class ModeStackProps:
     store: ArtifactStore
     monitoring: MonitoringConfig | None = None
     alarm_topic: sns.ITopic | None = None
+    # What runs the networks of the CPU Models (model.cpu_runtime).
+    cpu_runtime: CpuRuntimeConfig = EAGER_CPU_RUNTIME
 
 
 class ModeStack(Stack):
@@ -76,6 +80,7 @@ class ModeStack(Stack):
             mode=mode,
             instance_type=instance_type,
             version=version,
+            cpu_runtime=self.props.cpu_runtime,
         )
 
     def pool_models(

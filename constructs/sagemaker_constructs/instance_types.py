@@ -16,6 +16,10 @@ PRE_TURING_GPU_FAMILY = re.compile(r"^p[23]")
 # (c7g, m7gd, c6gn, im4gn, g5g, r8g, ...); Grace superchips are named after the board (p6e-gb200).
 GRAVITON_FAMILY = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*$")
 GRACE_FAMILY = re.compile(r"-g[bh]\d+")
+# CPU families whose processors have bfloat16 instructions (AVX512_BF16, AMX), which the container's
+# CPU_PRECISION=bf16 needs: Sapphire Rapids (7i) and Granite Rapids (8i). Ice Lake (6i) and the
+# older Xeons (c5, m5, r5) lack them, and the container refuses bf16 there at start.
+BF16_CPU_FAMILY = re.compile(r"^[cmr][78]i(-flex)?$")
 
 
 def family(instance_type: str) -> str:
@@ -40,6 +44,12 @@ def is_burstable(instance_type: str) -> bool:
 
 def is_pre_turing_gpu(instance_type: str) -> bool:
     return PRE_TURING_GPU_FAMILY.match(family(instance_type)) is not None
+
+
+def has_bf16(instance_type: str) -> bool:
+    """A CPU instance type whose processor has bfloat16 (GPU types answer False: their CPU does not run
+    the model)."""
+    return BF16_CPU_FAMILY.match(family(instance_type)) is not None
 
 
 def is_arm(instance_type: str) -> bool:

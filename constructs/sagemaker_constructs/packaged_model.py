@@ -11,7 +11,7 @@ from d2sm_contract import INFERENCE_MODE_ENV
 
 from .nag import skip_checkov
 from .registry import ModelRegistry
-from .settings import CURRENT_VERSION, ModelVersion
+from .settings import CURRENT_VERSION, EAGER_CPU_RUNTIME, CpuRuntimeConfig, ModelVersion
 
 InferenceMode = Literal["realtime", "async", "serverless", "batch"]
 
@@ -24,6 +24,9 @@ class PackagedModel(Construct):
     size limits and timeouts from `INFERENCE_MODE`. Instance-based modes run network-isolated (the
     container needs no network; SageMaker itself fetches the model data); serverless endpoints do
     not support network isolation.
+
+    `cpu_runtime` is what runs the networks of a CPU Model (`CPU_RUNTIME`, `CPU_PRECISION`); eager,
+    the default, sets nothing, and GPU Models never get it.
 
     `version` picks the registered version: the current registration (default) or a pinned one
     (see `ModelRegistry.package_arn_for`); each variant of an endpoint may pick its own.
@@ -44,6 +47,7 @@ class PackagedModel(Construct):
         mode: InferenceMode,
         instance_type: str | None,
         version: ModelVersion = CURRENT_VERSION,
+        cpu_runtime: CpuRuntimeConfig = EAGER_CPU_RUNTIME,
     ) -> None:
         super().__init__(scope, construct_id)
         self.mode = mode
@@ -51,6 +55,9 @@ class PackagedModel(Construct):
         self.role = role
         # None: the primary (GPU) specification; otherwise its name (`cpu`).
         self.specification = registry.specification_for(instance_type)
+        environment: dict[str, str] = {INFERENCE_MODE_ENV: mode}
+        if self.specification is not None:
+            environment.update(cpu_runtime.environment())
         self.resource = sagemaker.CfnModel(
             self,
             "Resource",
@@ -59,7 +66,7 @@ class PackagedModel(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=registry.package_arn_for(self, version),
                 inference_specification_name=self.specification,
-                environment={INFERENCE_MODE_ENV: mode},
+                environment=environment,
             ),
         )
         # Deleting the stack deletes it; replacing it keeps the old one (stated both ways, cfn-lint W3011).

@@ -97,6 +97,9 @@ REQUEST_TIMEOUT_ENV: Final = "REQUEST_TIMEOUT_S"
 # `d2sm serve` asks for plain log lines in a terminal; the image's default is one JSON object a line.
 LOG_FORMAT_ENV: Final = "LOG_FORMAT"
 LOG_FORMAT_TEXT: Final = "text"
+# What runs the model's networks on a CPU copy, and at which precision (model.cpu_runtime).
+CPU_RUNTIME_ENV: Final = "CPU_RUNTIME"
+CPU_PRECISION_ENV: Final = "CPU_PRECISION"
 
 # ---- Limits.
 # SageMaker batch transform's hard maximum for MaxPayloadInMB (and for MaxConcurrentTransforms x

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from d2sm_contract import DEFAULT_APP_NAME
 
+from ..instance_types import has_bf16, is_gpu
 from .base import ConfigError, FieldProblems, InstanceType, Seconds, Section, between, matching, one_of
 from .batch import BatchConfig
 from .capture import DataCaptureConfig
@@ -35,7 +36,7 @@ from .endpoints import (
 )
 from .experiments import ShadowConfig, VariantPlan
 from .inference_components import CopyScaling, InferenceComponentsConfig
-from .model import PLACEHOLDER_MODEL_DATA, ModelConfig
+from .model import EAGER_CPU_RUNTIME, PLACEHOLDER_MODEL_DATA, CpuRuntimeConfig, ModelConfig
 from .monitoring import AlarmThresholds, LatencyThresholds, MonitoringConfig
 from .rollout import CapacitySize, RolloutConfig
 from .serverless import SERVERLESS_MEMORY_SIZES_MB, ProvisionedConcurrencyScaling, ServerlessConfig
@@ -85,6 +86,56 @@ class AppConfig(Section):
             versions.update({f"realtime.{f}": v for f, v in self.realtime.deployed_versions().items()})
         return versions
 
+    def deployed_cpu_instance_types(self) -> dict[str, str]:
+        """CPU instance type -> the first field that deploys it, for every enabled instance mode."""
+        found: dict[str, str] = {}
+
+        def add(field: str, instance_types: tuple[str, ...]) -> None:
+            for instance_type in instance_types:
+                if not is_gpu(instance_type):
+                    found.setdefault(instance_type, field)
+
+        def add_mode(key: str, mode: InstanceModeConfig) -> None:
+            field = f"{key}.instance_pools" if mode.instance_pools else f"{key}.instance_type"
+            add(field, mode.instance_types)
+
+        realtime = self.realtime
+        if realtime.enabled and realtime.variants is None:
+            add_mode("realtime", realtime)
+        elif realtime.enabled:
+            for index, plan in enumerate(realtime.production_variants()):
+                add(f"realtime.variants.{index}.instance_type", (plan.instance_type,))
+        shadow = realtime.shadow_variant() if realtime.enabled else None
+        if shadow is not None:
+            add("realtime.shadow.instance_type", (shadow.instance_type,))
+        if self.async_.enabled:
+            add_mode("async", self.async_)
+        if self.batch.enabled:
+            add("batch.instance_type", (self.batch.instance_type,))
+        return found
+
+    def _cpu_precision_problems(self) -> list[tuple[str, str]]:
+        """bf16 is refused at start on a CPU without bfloat16: fail synth instead of the first deploy."""
+        if self.model.cpu_runtime.precision != "bf16":
+            return []
+        places = [
+            f"{instance_type} ({field})"
+            for instance_type, field in self.deployed_cpu_instance_types().items()
+            if not has_bf16(instance_type)
+        ]
+        if self.serverless.enabled:
+            places.append("serverless (no stated CPU)")
+        if not places:
+            return []
+        return [
+            (
+                "model.cpu_runtime.precision",
+                "bf16 runs only on CPUs with bfloat16 (ml.c7i, ml.m7i, ml.r7i and the 8i families) and "
+                "the container refuses to start elsewhere; these CPU Models may lack it: "
+                f"{', '.join(places)}: use 'fp32', or move them to those families (got 'bf16')",
+            )
+        ]
+
     def _rollback_problems(self) -> list[tuple[str, str]]:
         if self.monitoring.enabled:
             return []
@@ -105,6 +156,7 @@ class AppConfig(Section):
         problems = pin_problems(deployed, self.package_group_name)
         problems += approval_problems(deployed, self.model.approval_status)
         problems += self._rollback_problems()
+        problems += self._cpu_precision_problems()
         if problems:
             raise FieldProblems(problems)
         return self
@@ -184,6 +236,8 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 
 __all__ = [
     "AppConfig",
+    "CpuRuntimeConfig",
+    "EAGER_CPU_RUNTIME",
     "AsyncConfig",
     "AsyncObjectExpiry",
     "AsyncScaling",

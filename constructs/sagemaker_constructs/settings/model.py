@@ -6,14 +6,49 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .base import Section, matching
+from d2sm_contract import CPU_PRECISION_ENV, CPU_RUNTIME_ENV
+
+from .base import FieldProblems, Section, matching
 
 # Synthesizes anywhere; deploying it fails until it points at a real model.tar.gz (README).
 PLACEHOLDER_MODEL_DATA = "s3://replace-with-your-bucket/detectron2/model.tar.gz"
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 PACKAGE_GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class CpuRuntimeConfig(Section):
+    """What runs the model's networks on the CPU Models (serverless, CPU instance types): the
+    container's `CPU_RUNTIME` and `CPU_PRECISION`. GPU Models ignore it."""
+
+    runtime: Literal["eager", "openvino"] = "eager"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _precision_of_openvino(self) -> CpuRuntimeConfig:
+        if self.runtime == "eager" and self.precision != "fp32":
+            raise FieldProblems(
+                [
+                    (
+                        "precision",
+                        "applies to runtime 'openvino' only (eager runs the weights in fp32, as "
+                        "trained): set runtime to 'openvino' or precision to 'fp32' "
+                        f"(got {self.precision!r})",
+                    )
+                ]
+            )
+        return self
+
+    def environment(self) -> dict[str, str]:
+        """The container's variables for a CPU Model; none for eager, the container's default."""
+        if self.runtime == "eager":
+            return {}
+        return {CPU_RUNTIME_ENV: self.runtime, CPU_PRECISION_ENV: self.precision}
+
+
+# The default of every construct that takes one: eager, which sets nothing.
+EAGER_CPU_RUNTIME = CpuRuntimeConfig()
 
 
 class ModelConfig(Section):
@@ -30,6 +65,8 @@ class ModelConfig(Section):
     package_group_description: Annotated[str, Field(max_length=1024)] = (
         "Detectron2 Mask R-CNN instance segmentation"
     )
+    # Eager torch or OpenVINO for the networks of the CPU Models, and its precision.
+    cpu_runtime: CpuRuntimeConfig = Field(default_factory=CpuRuntimeConfig)
 
     @field_validator("data")
     @classmethod
