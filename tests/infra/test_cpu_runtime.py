@@ -1,5 +1,7 @@
 """model.cpu_runtime: what runs the networks of the CPU Models, validated at synth, set on each CPU Model."""
 
+from typing import get_args
+
 import pytest
 
 import d2sm_contract as contract
@@ -34,6 +36,13 @@ def test_the_container_reads_the_variables_an_openvino_model_gets(precision):
     assert set(environment) == {contract.CPU_RUNTIME_ENV, contract.CPU_PRECISION_ENV}
     settings = Settings.from_env(environment)
     assert (settings.cpu_runtime, settings.cpu_precision) == (CpuRuntime.OPENVINO, CpuPrecision(precision))
+
+
+def test_the_configuration_offers_exactly_the_runtimes_and_precisions_the_container_knows():
+    fields = CpuRuntimeConfig.model_fields
+
+    assert set(get_args(fields["runtime"].annotation)) == {runtime.value for runtime in CpuRuntime}
+    assert set(get_args(fields["precision"].annotation)) == {precision.value for precision in CpuPrecision}
 
 
 def test_the_runtime_names_its_allowed_values(tmp_path):
