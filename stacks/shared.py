@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 
 import d2sm_contract as contract
 from constructs import Construct
@@ -17,6 +17,9 @@ from sagemaker_constructs import (
 )
 from sagemaker_constructs.batch_pipeline import log_group_patterns
 from sagemaker_constructs.settings import AppConfig
+
+# The warning synth gives for a local model.data without the conversion model.cpu_runtime wants.
+UNPACKAGED_CPU_RUNTIME = "d2sm:unpackagedCpuRuntime"
 
 
 class SharedModelStack(Stack):
@@ -33,6 +36,17 @@ class SharedModelStack(Stack):
         self.store = ArtifactStore(self, "Artifacts")
         images = InferenceImages(self, "Images", directory=container_dir)
         model_data = ModelData(self, "ModelData", location=config.model.data)
+        if (
+            config.model.cpu_runtime.runtime == "openvino"
+            and model_data.holds(contract.ARTIFACT_OPENVINO_MANIFEST) is False
+        ):
+            Annotations.of(model_data).add_warning_v2(
+                UNPACKAGED_CPU_RUNTIME,
+                f"model.data has no {contract.ARTIFACT_OPENVINO_MANIFEST}: with model.cpu_runtime "
+                "openvino, every new CPU instance converts the networks at its start, which makes its "
+                "cold start about 1.5-2x longer; repackage with `python -m inference_server.package "
+                "... --cpu-runtime openvino`",
+            )
         store = self.store
         read_prefixes, write_prefixes = [store.MODELS_PREFIX], []
         if config.async_.enabled:

@@ -33,6 +33,8 @@ WEIGHTS_FILE = "model_final.pth"
 CODE_DIR = "code"
 USER_MODULE_FILE = "inference.py"
 OPENVINO_DIR = "openvino"
+# In OPENVINO_DIR: what the conversion came from (the weights' digest) and which networks it holds.
+OPENVINO_MANIFEST = "manifest.json"
 
 
 class ArtifactError(Exception):

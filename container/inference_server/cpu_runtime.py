@@ -35,14 +35,14 @@ from typing import Any
 
 import torch
 
-from inference_server.artifact_format import OPENVINO_DIR, WEIGHTS_FILE, ArtifactError
+from inference_server.artifact_format import OPENVINO_DIR, OPENVINO_MANIFEST, WEIGHTS_FILE, ArtifactError
 from inference_server.settings import DEFAULT_CPU_RUNTIME_CACHE_DIR, CpuPrecision
 
 logger = logging.getLogger("inference_server")
 
 # Where a conversion lives in the artifact (under each cache key, the same files).
 RUNTIME_DIR = OPENVINO_DIR
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = OPENVINO_MANIFEST
 MANIFEST_VERSION = 1
 
 

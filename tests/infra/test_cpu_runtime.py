@@ -1,12 +1,18 @@
 """model.cpu_runtime: what runs the networks of the CPU Models, validated at synth, set on each CPU Model."""
 
+import io
+import tarfile
+from pathlib import Path
 from typing import get_args
 
 import pytest
+from aws_cdk.assertions import Annotations, Match
 
 import d2sm_contract as contract
+from inference_server.artifact_format import OPENVINO_DIR, OPENVINO_MANIFEST
 from inference_server.settings import CpuPrecision, CpuRuntime, Settings
 from sagemaker_constructs.settings import CpuRuntimeConfig
+from stacks.shared import UNPACKAGED_CPU_RUNTIME
 from tests.synthesis import synthesize_config
 
 from .config_helpers import load, problem
@@ -149,3 +155,52 @@ def test_openvino_is_set_on_every_cpu_model_and_on_no_gpu_model(tmp_path):
     ]
     # The default batch instance is a GPU one.
     assert list(container_environments(synth, "batch").values()) == [{contract.INFERENCE_MODE_ENV: "batch"}]
+
+
+def test_the_contract_names_the_manifest_the_container_writes():
+    assert f"{OPENVINO_DIR}/{OPENVINO_MANIFEST}" == contract.ARTIFACT_OPENVINO_MANIFEST
+
+
+def tarball(path: Path, members: list[str]) -> str:
+    with tarfile.open(path, "w:gz") as archive:
+        for name in members:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            archive.addfile(info, io.BytesIO(b"{}"))
+    return str(path)
+
+
+def unpackaged_warnings(synth) -> list:
+    return Annotations.from_stack(synth.stacks.shared).find_warning(
+        "*", Match.string_like_regexp(f"model.data has no {contract.ARTIFACT_OPENVINO_MANIFEST}")
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "runtime", "warned"),
+    [
+        (["metadata.json", "model_final.pth"], "openvino", True),
+        (["./metadata.json", "./model_final.pth", "./openvino/manifest.json"], "openvino", False),
+        (["metadata.json", "model_final.pth"], "eager", False),
+    ],
+)
+def test_synth_warns_when_a_local_model_lacks_the_conversion(tmp_path, members, runtime, warned):
+    data = tarball(tmp_path / "model.tar.gz", members)
+    overrides = {
+        "model": {"data": data, "cpu_runtime": {"runtime": runtime}},
+        **{mode: {"enabled": False} for mode in ("realtime", "async", "batch")},
+    }
+
+    synth = synthesize_config(tmp_path / "cdk.out", overrides)
+
+    found = unpackaged_warnings(synth)
+    assert len(found) == int(warned)
+    if warned:
+        assert UNPACKAGED_CPU_RUNTIME in found[0].entry.data
+        assert "--cpu-runtime openvino" in found[0].entry.data
+
+
+def test_an_s3_model_is_not_read_at_synth(tmp_path):
+    synth = synthesize_config(tmp_path / "cdk.out", {"model": OPENVINO})
+
+    assert unpackaged_warnings(synth) == []

@@ -100,6 +100,9 @@ LOG_FORMAT_TEXT: Final = "text"
 # What runs the model's networks on a CPU copy, and at which precision (model.cpu_runtime).
 CPU_RUNTIME_ENV: Final = "CPU_RUNTIME"
 CPU_PRECISION_ENV: Final = "CPU_PRECISION"
+# The member of model.tar.gz that a packaged OpenVINO conversion has (the container's artifact layout):
+# without it, every new CPU instance with CPU_RUNTIME=openvino converts at its start.
+ARTIFACT_OPENVINO_MANIFEST: Final = "openvino/manifest.json"
 
 # ---- Limits.
 # SageMaker batch transform's hard maximum for MaxPayloadInMB (and for MaxConcurrentTransforms x
